@@ -1,0 +1,71 @@
+"""`permit-push tokens`: API clients and their tokens."""
+
+from __future__ import annotations
+
+import click
+
+from cli.checks import require_redis
+from shared.clients import create_client, list_clients, publish_tokens, revoke_client
+from shared.config import Settings
+from shared.constants import PERMIT_TYPES
+from shared.db import make_engine, make_sessionmaker
+from shared.redis import make_receiver_redis
+
+
+@click.group()
+def tokens() -> None:
+    """API clients and their tokens."""
+
+
+@tokens.command()
+@click.option("--name", required=True, help="Who pushes with this token (unique).")
+@click.option(
+    "--permit-type",
+    type=click.Choice(PERMIT_TYPES),
+    default="Standard",
+    show_default=True,
+    help="Type given to this client's permits (the push carries none).",
+)
+@click.pass_obj
+def create(settings: Settings, name: str, permit_type: str) -> None:
+    """Create an API client; its token is printed once, on the last line."""
+    redis = make_receiver_redis(settings)
+    require_redis(redis, settings.redis_url)  # before creating: a token must work at once
+    with make_sessionmaker(make_engine(settings)).begin() as session:
+        token = create_client(session, name, permit_type)
+        session.flush()
+        publish_tokens(session, redis)
+    click.echo(
+        f"created API client {name!r} ({permit_type}); its token, shown only once:", err=True
+    )
+    click.echo(token)
+
+
+@tokens.command("list")
+@click.pass_obj
+def list_(settings: Settings) -> None:
+    """List API clients (tokens are never shown again)."""
+    with make_sessionmaker(make_engine(settings))() as session:
+        clients = list_clients(session)
+    if not clients:
+        click.echo("no API clients; create one with: permit-push tokens create --name NAME")
+        return
+    click.echo(f"{'name':<30} {'permit type':<12} {'active':<7} created")
+    for client in clients:
+        active = "yes" if client.active else "no"
+        created = f"{client.created_at:%Y-%m-%d %H:%M}"
+        click.echo(f"{client.name:<30} {client.permit_type:<12} {active:<7} {created}")
+
+
+@tokens.command()
+@click.argument("name")
+@click.pass_obj
+def revoke(settings: Settings, name: str) -> None:
+    """Revoke a client's token; receivers refuse it within seconds."""
+    redis = make_receiver_redis(settings)
+    require_redis(redis, settings.redis_url)
+    with make_sessionmaker(make_engine(settings)).begin() as session:
+        revoke_client(session, name)
+        session.flush()
+        publish_tokens(session, redis)
+    click.echo(f"revoked API client {name!r}")

@@ -1,0 +1,45 @@
+"""Thin handlers: read, validate, authenticate, enqueue, reply."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ingest.keys import BATCHER, TOKENS
+from ingest.queue import PushItem
+from ingest.responses import ApiError, json_response, success_body
+from shared import codes
+from shared.clients import ClientInfo
+from shared.schemas import load_permit
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+async def push_permit(request: web.Request) -> web.Response:
+    """POST /api/OC-TOMA/v1/permits/push: one permit, answered once it is queued."""
+    received_at = datetime.now(UTC)
+    permit = load_permit(await read_json(request))
+    client = await authenticate(request, permit.api_token)
+    item = PushItem(client, permit, received_at, request.headers.get(IDEMPOTENCY_HEADER))
+    reference_id = await request.app[BATCHER].submit(item)
+    return json_response(success_body(reference_id))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The decoded body: 415 unless it is declared JSON, 400 (9003) unless it parses."""
+    if request.content_type != "application/json":
+        raise ApiError(415, codes.NOT_PARSEABLE, "The Content-Type must be application/json.")
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise ApiError(400, codes.NOT_PARSEABLE, "The body is not valid JSON.") from None
+
+
+async def authenticate(request: web.Request, token: str) -> ClientInfo:
+    client = await request.app[TOKENS].authenticate(token)
+    if client is None:
+        raise ApiError(401, codes.TOKEN_NOT_PERMITTED, errors={"apiToken": ["Is not permitted."]})
+    return client

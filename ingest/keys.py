@@ -1,0 +1,13 @@
+"""Typed application state."""
+
+from aiohttp import web
+from redis import Redis
+
+from ingest.auth import TokenCache
+from ingest.batcher import Batcher
+from shared.config import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+TOKENS = web.AppKey("tokens", TokenCache)
+BATCHER = web.AppKey("batcher", Batcher)

@@ -1,0 +1,73 @@
+"""Request ids, and every failure turned into the contract's JSON error body."""
+
+from __future__ import annotations
+
+import re
+from uuid import uuid4
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+
+from ingest.keys import SETTINGS
+from ingest.responses import ApiError, error_response
+from shared import codes
+from shared.errors import IdempotencyConflictError, QueueUnavailableError, TokensNotLoadedError
+from shared.schemas import InvalidPermitError
+
+log = structlog.get_logger(__name__)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# HTTP errors aiohttp raises itself (routing, body size) and the message each gets.
+_HTTP_MESSAGES = {
+    404: "No such endpoint.",
+    405: "That method is not allowed on this endpoint.",
+    413: "The request body is too large.",
+}
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id to every log line of the request and echo it to the client."""
+    sent = request.headers.get("X-Request-ID", "")
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid4().hex
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        response = await handler(request)
+    response.headers["X-Request-ID"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map exceptions to JSON errors; never an HTML page or a traceback."""
+    retry_after_s = request.app[SETTINGS].retry_after_s
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except InvalidPermitError as exc:
+        log.info("push_rejected", error_code=exc.code, fields=sorted(exc.errors))
+        return error_response(400, exc.code, errors=exc.errors)
+    except IdempotencyConflictError:
+        return error_response(
+            422,
+            codes.RECORD_EXISTS,
+            message="The Idempotency-Key was already used with a different body.",
+            errors={"Idempotency-Key": ["Was already used with a different body."]},
+        )
+    except (QueueUnavailableError, TokensNotLoadedError, RedisError) as exc:
+        log.warning("push_unavailable", error=type(exc).__name__)
+        return error_response(503, codes.UNAVAILABLE, retry_after_s=retry_after_s)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = _HTTP_MESSAGES.get(exc.status, exc.reason)
+        response = error_response(exc.status, codes.NOT_PARSEABLE, message=message)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("request_failed")
+        return error_response(500, codes.INTERNAL)

@@ -1,0 +1,61 @@
+"""The reply bodies of the wire contract."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shared.codes import MESSAGES
+
+
+def json_response(
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def success_body(reference_id: str) -> dict[str, str]:
+    return {"status": "success", "reference_id": reference_id, "InternalReferenceID": reference_id}
+
+
+def error_response(
+    status: int,
+    code: int,
+    *,
+    message: str | None = None,
+    errors: Mapping[str, Sequence[str]] | None = None,
+    retry_after_s: int | None = None,
+) -> web.Response:
+    body = {
+        "status": "error",
+        "ErrorCode": code,
+        "ErrorMessage": message or MESSAGES[code],
+        "errors": dict(errors or {}),
+    }
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    return json_response(body, status=status, headers=headers)
+
+
+class ApiError(Exception):
+    """A refusal the middleware renders as the contract's error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str | None = None,
+        errors: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        super().__init__(message or MESSAGES[code])
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, message=self.message, errors=self.errors)

@@ -1,0 +1,34 @@
+"""Running the receiver: uvloop, no access log, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ingest.app import create_app
+from shared.config import Settings
+
+# Seconds in-flight requests get to finish after SIGTERM before they are cut.
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve until SIGINT/SIGTERM; queued pushes are flushed to Redis before exit."""
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=None,  # 20-30% of throughput; requests are counted in metrics instead
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        loop=_new_event_loop(),
+        print=None,
+    )
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # uvloop does not build on Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

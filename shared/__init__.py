@@ -1,0 +1,1 @@
+"""Code shared by the receiver (ingest) and the workers (worker)."""

@@ -1,0 +1,102 @@
+"""API clients and their tokens: kept in the database, published to Redis for the receiver.
+
+The receiver never reads the database: it checks tokens against the hash of active
+clients that `publish_tokens` writes to Redis. Workers re-publish it every few seconds, so
+after Redis loses its data the tokens come back with no one acting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass
+
+from redis import Redis
+from redis.typing import EncodableT, FieldT
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.constants import PERMIT_TYPES, TOKENS_KEY, TOKENS_LOADED_KEY
+from shared.errors import ClientExistsError, ClientNotFoundError, ConfigError
+from shared.models import ApiClient, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """What the receiver needs to know about the owner of a token."""
+
+    id: int
+    name: str
+    permit_type: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ClientInfo:
+        return cls(**json.loads(raw))
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return f"pp-{secrets.token_hex(20)}"  # fits the contract: letters, digits, dashes
+
+
+def create_client(session: Session, name: str, permit_type: str = "Standard") -> str:
+    """Add an API client and return its new token (shown once, never stored)."""
+    if permit_type not in PERMIT_TYPES:
+        raise ConfigError(f"permit type must be one of {', '.join(PERMIT_TYPES)}")
+    if session.scalar(select(ApiClient.id).where(ApiClient.name == name)) is not None:
+        raise ClientExistsError(f"an API client named {name!r} already exists")
+    token = new_token()
+    session.add(ApiClient(name=name, permit_type=permit_type, token_sha256=hash_token(token)))
+    session.flush()
+    return token
+
+
+def revoke_client(session: Session, name: str) -> None:
+    client = session.scalar(select(ApiClient).where(ApiClient.name == name))
+    if client is None:
+        raise ClientNotFoundError(f"no API client is named {name!r}")
+    client.active = False
+    client.revoked_at = client.revoked_at or utcnow()
+
+
+def list_clients(session: Session) -> list[ApiClient]:
+    return list(session.scalars(select(ApiClient).order_by(ApiClient.name)))
+
+
+def publish_tokens(session: Session, redis: Redis) -> int:
+    """Replace the token hash in Redis with the active clients; return how many."""
+    active = session.scalars(select(ApiClient).where(ApiClient.active.is_(True))).all()
+    mapping: dict[FieldT, EncodableT] = {
+        client.token_sha256: ClientInfo(client.id, client.name, client.permit_type).to_json()
+        for client in active
+    }
+    staging = f"{TOKENS_KEY}:staging"
+    # One MULTI/EXEC: the receiver sees the old set or the new one, never half of one.
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(staging)
+        if mapping:
+            pipe.hset(staging, mapping=mapping)
+            pipe.rename(staging, TOKENS_KEY)
+        else:
+            pipe.delete(TOKENS_KEY)
+        pipe.set(TOKENS_LOADED_KEY, "1")
+        pipe.execute()
+    return len(mapping)
+
+
+def rotate_token(session: Session, name: str) -> str:
+    """Give client ``name`` a new token (the old one stops working) and return it."""
+    client = session.scalar(select(ApiClient).where(ApiClient.name == name))
+    if client is None:
+        raise ClientNotFoundError(f"no API client is named {name!r}")
+    token = new_token()
+    client.token_sha256 = hash_token(token)
+    client.active, client.revoked_at = True, None
+    return token

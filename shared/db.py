@@ -1,0 +1,53 @@
+"""Engines and sessions for PostgreSQL (production) and SQLite (embedded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+from shared.errors import ConfigError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def make_engine(settings: Settings, **kwargs: Any) -> Engine:
+    """An engine for DATABASE_URL; SQLite gets WAL and a busy timeout for its writers."""
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL={settings.database_url!r} is not a database URL") from None
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the receiver's CLI and the worker read while a batch is written.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def upgrade_database(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` on ``engine``."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)

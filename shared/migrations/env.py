@@ -1,0 +1,14 @@
+"""Alembic environment: runs on the connection that `shared.db.upgrade_database` passes."""
+
+from alembic import context
+
+from shared.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,162 @@
+"""SQLAlchemy models: API clients, zones, permits and dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+# Explicit constraint names keep Alembic migrations stable across databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact decimal: NUMERIC(8, 2) in PostgreSQL, text in SQLite (whose numbers are floats)."""
+
+    impl = Numeric(8, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(12))
+        return dialect.type_descriptor(Numeric(8, 2))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiClient(Base):
+    """A system that pushes permits (a meter vendor, a pay-station fleet)."""
+
+    __tablename__ = "api_clients"
+    __table_args__ = (
+        CheckConstraint(
+            "permit_type IN ('Validator', 'Temporary', 'Standard')", name="permit_type"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    permit_type: Mapped[str] = mapped_column(String(20), default="Standard")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Only the SHA-256 of the token is kept; the token is shown once, at creation.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Zone(Base):
+    __tablename__ = "zones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_normalized: Mapped[str] = mapped_column(String(200), unique=True)
+    code: Mapped[str | None] = mapped_column(String(50), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ZoneAlias(Base):
+    __tablename__ = "zone_aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alias: Mapped[str] = mapped_column(String(200))
+    alias_normalized: Mapped[str] = mapped_column(String(200), unique=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+DISCONNECTED = text("zone_id IS NULL AND zone_normalized IS NOT NULL")
+
+
+class Permit(Base):
+    """A paid permit as pushed, with the zone it is linked to (null: disconnected)."""
+
+    __tablename__ = "permits"
+    __table_args__ = (
+        # Enforcement lookups: "is this plate paid now?".
+        Index("ix_permits_plate_normalized_ends_at", "plate_normalized", "ends_at"),
+        # Reconciliation scans only the disconnected permits.
+        Index(
+            "ix_permits_disconnected_zone",
+            "zone_normalized",
+            postgresql_where=DISCONNECTED,
+            sqlite_where=DISCONNECTED,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The id the client was given; one permit, one row, however often it is delivered.
+    reference_id: Mapped[str] = mapped_column(String(36), unique=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    permit_type: Mapped[str] = mapped_column(String(20))
+    plate: Mapped[str] = mapped_column(String(64))
+    plate_normalized: Mapped[str] = mapped_column(String(64))
+    zone_name: Mapped[str | None] = mapped_column(String(200))
+    zone_normalized: Mapped[str | None] = mapped_column(String(200))
+    zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id"), index=True)
+    permit_no: Mapped[str | None] = mapped_column(String(50))
+    amount: Mapped[Decimal | None] = mapped_column(Money())
+    currency: Mapped[str | None] = mapped_column(String(3))
+    # As sent, and as instants in UTC.
+    start_raw: Mapped[str] = mapped_column(String(20))
+    end_raw: Mapped[str] = mapped_column(String(20))
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeadLetter(Base):
+    """A permit that could not be stored, kept with its reason for an operator."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reference_id: Mapped[str] = mapped_column(String(36), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,307 @@
+"""The push body's wire contract (marshmallow) and the job payload the workers receive.
+
+Validation happens here, once, in the receiver; the workers trust the job payload.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Self, TypedDict
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
+
+from shared.codes import (
+    END_TIME_INVALID,
+    END_TIME_REQUIRED,
+    INVALID,
+    NOT_PARSEABLE,
+    PLATE_REQUIRED,
+    REQUIRED,
+    START_TIME_INVALID,
+    TOKEN_MISSING,
+    TOO_LONG,
+)
+from shared.constants import CURRENCIES
+from shared.normalize import normalize_plate, normalize_zone
+
+# Every name a client may use for an attribute, canonical name first (the seed's
+# "Possible Names" column). Names match exactly as written.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "apiToken": ("apiToken",),
+    "Amount": ("Amount", "amount"),
+    "CurrencyID": ("CurrencyID", "currency"),
+    "startTime": ("startTime", "StartDateUtc"),
+    "endTime": ("endTime", "EndDateUtc"),
+    "LicencePlate": ("LicencePlate", "plate"),
+    "permitNo": ("permitNo", "TicketNumber"),
+    "zone": ("zone", "ParkingZoneName"),
+}
+
+_TOKEN = re.compile(r"[A-Za-z0-9-]{1,50}")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+_AMOUNT = re.compile(r"\d{1,6}\.\d{2}")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+class Problem(str):
+    """An error message that also carries the OPS-COM code it maps to."""
+
+    code: int
+
+    def __new__(cls, message: str, code: int) -> Self:
+        problem = super().__new__(cls, message)
+        problem.code = code
+        return problem
+
+
+class InvalidPermitError(Exception):
+    """The body broke the attribute table; ``errors`` is keyed by the names as sent."""
+
+    def __init__(self, errors: dict[str, list[Problem]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+    @property
+    def code(self) -> int:
+        return min(problem.code for problems in self.errors.values() for problem in problems)
+
+
+class _Attribute(fields.Field):  # type: ignore[type-arg]
+    """A string attribute of the push body whose errors carry OPS-COM codes.
+
+    Surrounding white space is trimmed; an empty optional attribute counts as absent.
+    """
+
+    invalid_message: ClassVar[str] = "Is not valid."
+
+    def __init__(
+        self,
+        *,
+        required_code: int = REQUIRED,
+        invalid_code: int = INVALID,
+        max_length: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        messages: dict[str, str | list[Any] | dict[Any, Any]] = {
+            "required": "Is required.",
+            "null": "Is required.",
+            "not_string": "Must be a string.",
+            "invalid": self.invalid_message,
+            "too_long": "Must be at most {max} characters.",
+        }
+        super().__init__(
+            allow_none=not kwargs.get("required", False), error_messages=messages, **kwargs
+        )
+        self.required_code = required_code
+        self.invalid_code = invalid_code
+        self.max_length = max_length
+
+    def make_error(self, key: str, **kwargs: Any) -> ValidationError:
+        code = {
+            "required": self.required_code,
+            "null": self.required_code,
+            "too_long": TOO_LONG,
+        }.get(key, self.invalid_code)
+        message = str(self.error_messages[key]).format(max=self.max_length, **kwargs)
+        return ValidationError(Problem(message, code))
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str):
+            raise self.make_error("not_string")
+        text = value.strip()
+        if not text:
+            if self.required:
+                raise self.make_error("required")
+            return None
+        if self.max_length is not None and len(text) > self.max_length:
+            raise self.make_error("too_long")
+        return self.parse(text)
+
+    def parse(self, text: str) -> Any:
+        return text
+
+
+class _Token(_Attribute):
+    invalid_message = "Must be 1 to 50 letters, digits or dashes."
+
+    def parse(self, text: str) -> str:
+        if not _TOKEN.fullmatch(text):
+            raise self.make_error("invalid")
+        return text
+
+
+class _Timestamp(_Attribute):
+    """``YYYY-MM-DDTHH:MM:SS``, zero-padded (strptime alone accepts "2018-7-2T9:0:0")."""
+
+    invalid_message = (
+        "Must be a real time written YYYY-MM-DDTHH:MM:SS, such as 2018-07-02T09:00:00."
+    )
+
+    def parse(self, text: str) -> tuple[str, datetime]:
+        if not _TIME.fullmatch(text):
+            raise self.make_error("invalid")
+        try:
+            return text, datetime.strptime(text, TIME_FORMAT)
+        except ValueError:
+            raise self.make_error("invalid") from None
+
+
+class _Amount(_Attribute):
+    invalid_message = 'Must be a decimal string from 0.01 to 999999.99 with two decimals: "14.50".'
+
+    def parse(self, text: str) -> str:
+        if not _AMOUNT.fullmatch(text) or Decimal(text) < Decimal("0.01"):
+            raise self.make_error("invalid")
+        return str(Decimal(text))  # "0014.50" -> "14.50"
+
+
+class _Currency(_Attribute):
+    invalid_message = "Must be CAD or USD."
+
+    def parse(self, text: str) -> str:
+        currency = text.upper()
+        if currency not in CURRENCIES:
+            raise self.make_error("invalid")
+        return currency
+
+
+class _Plate(_Attribute):
+    invalid_message = "Must contain at least one letter or digit."
+
+    def parse(self, text: str) -> str:
+        if not normalize_plate(text):
+            raise self.make_error("invalid")
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class PermitIn:
+    """A valid push body. Times are naive: the deployment's time zone applies."""
+
+    api_token: str
+    plate: str
+    start_raw: str
+    start: datetime
+    end_raw: str
+    end: datetime
+    amount: str | None = None
+    currency: str | None = None
+    permit_no: str | None = None
+    zone: str | None = None
+
+    @property
+    def plate_normalized(self) -> str:
+        return normalize_plate(self.plate)
+
+    @property
+    def zone_normalized(self) -> str | None:
+        return normalize_zone(self.zone) if self.zone is not None else None
+
+
+class PermitSchema(Schema):
+    """The push body, by canonical attribute names (aliases are resolved before)."""
+
+    class Meta:
+        unknown = EXCLUDE  # meter firmware adds fields of its own
+
+    apiToken = _Token(required=True, required_code=TOKEN_MISSING, max_length=50)
+    Amount = _Amount(max_length=9)
+    CurrencyID = _Currency(max_length=10)
+    startTime = _Timestamp(required=True, invalid_code=START_TIME_INVALID, max_length=20)
+    endTime = _Timestamp(
+        required=True,
+        required_code=END_TIME_REQUIRED,
+        invalid_code=END_TIME_INVALID,
+        max_length=20,
+    )
+    LicencePlate = _Plate(required=True, required_code=PLATE_REQUIRED, max_length=25)
+    permitNo = _Attribute(max_length=50)
+    zone = _Attribute(max_length=200)
+
+    @validates_schema
+    def _end_after_start(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["endTime"][1] <= data["startTime"][1]:
+            raise ValidationError(
+                Problem("Must be after the start time.", END_TIME_INVALID), "endTime"
+            )
+
+    @post_load
+    def _make_permit(self, data: dict[str, Any], **kwargs: Any) -> PermitIn:
+        (start_raw, start), (end_raw, end) = data["startTime"], data["endTime"]
+        return PermitIn(
+            api_token=data["apiToken"],
+            plate=data["LicencePlate"],
+            start_raw=start_raw,
+            start=start,
+            end_raw=end_raw,
+            end=end,
+            amount=data.get("Amount"),
+            currency=data.get("CurrencyID"),
+            permit_no=data.get("permitNo"),
+            zone=data.get("zone"),
+        )
+
+
+_SCHEMA = PermitSchema()
+
+
+def load_permit(body: Any) -> PermitIn:
+    """Validate a decoded push body; raise InvalidPermitError keyed by the names as sent."""
+    if not isinstance(body, Mapping):
+        raise InvalidPermitError({"body": [Problem("Must be a JSON object.", NOT_PARSEABLE)]})
+    canonical, sent_as, errors = _resolve_aliases(body)
+    try:
+        permit: PermitIn = _SCHEMA.load(canonical)
+    except ValidationError as exc:
+        assert isinstance(exc.messages, dict)  # noqa: S101 - a Schema's errors are by field
+        for name, problems in exc.messages.items():
+            errors.setdefault(sent_as.get(name, name), []).extend(problems)
+    if errors:
+        raise InvalidPermitError(errors)
+    return permit
+
+
+def _resolve_aliases(
+    body: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, str], dict[str, list[Problem]]]:
+    """Map each attribute to its canonical name, remembering the name the client used."""
+    canonical: dict[str, Any] = {}
+    sent_as: dict[str, str] = {}
+    errors: dict[str, list[Problem]] = {}
+    for name, names in ALIASES.items():
+        present = [alias for alias in names if alias in body]
+        if not present:
+            continue
+        first = present[0]
+        if any(body[alias] != body[first] for alias in present[1:]):
+            errors[first] = [
+                Problem(f"Sent as {' and '.join(present)} with different values.", INVALID)
+            ]
+            continue
+        canonical[name] = body[first]
+        sent_as[name] = first
+    return canonical, sent_as, errors
+
+
+class PermitJob(TypedDict):
+    """One permit as a job argument: JSON primitives only (RQ's JSON serializer)."""
+
+    reference_id: str
+    client_id: int
+    permit_type: str
+    plate: str
+    plate_normalized: str
+    zone: str | None
+    zone_normalized: str | None
+    permit_no: str | None
+    amount: str | None  # a decimal string: JSON floats would round it
+    currency: str | None
+    start_raw: str
+    end_raw: str
+    starts_at: str  # ISO 8601 with offset
+    ends_at: str
+    received_at: str

@@ -1,0 +1,110 @@
+"""Storing a batch of permits: one transaction, idempotent on the reference id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import structlog
+from sqlalchemy import Insert, insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.models import DeadLetter, Permit
+from shared.schemas import PermitJob
+
+log = structlog.get_logger(__name__)
+
+# Errors that belong to a row (the database refused it, or a value does not convert):
+# retrying the same row cannot help. Anything else is a fault of the code or of the
+# database and fails the job, which RQ keeps and retries.
+ROW_ERRORS = (IntegrityError, DataError, InvalidOperation, ValueError, KeyError)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    stored: int  # new rows
+    duplicates: int  # already stored (a resend, or a re-run of the job)
+    dead_lettered: int
+
+
+def store_permits(
+    session: Session,
+    permits: Sequence[PermitJob],
+    zone_id: Callable[[str | None], int | None],
+    job_id: str | None = None,
+) -> StoreResult:
+    """Store ``permits`` in one transaction; rows that cannot be stored go to dead letters.
+
+    A batch that fails as a whole is retried row by row, so one bad row does not sink the
+    rest. Database outages (OperationalError) are not caught: RQ retries the job.
+    """
+    try:
+        with session.begin():
+            stored = _insert(session, [to_row(p, zone_id) for p in permits])
+        return StoreResult(stored, len(permits) - stored, 0)
+    except ROW_ERRORS:
+        log.warning("batch_failed_retrying_rows", size=len(permits))
+    stored = dead = 0
+    for permit in permits:
+        try:
+            with session.begin():
+                stored += _insert(session, [to_row(permit, zone_id)])
+        except ROW_ERRORS as exc:
+            dead += 1
+            _dead_letter(session, permit, exc, job_id)
+    return StoreResult(stored, len(permits) - stored - dead, dead)
+
+
+def to_row(permit: PermitJob, zone_id: Callable[[str | None], int | None]) -> dict[str, Any]:
+    return {
+        "reference_id": permit["reference_id"],
+        "client_id": permit["client_id"],
+        "permit_type": permit["permit_type"],
+        "plate": permit["plate"],
+        "plate_normalized": permit["plate_normalized"],
+        "zone_name": permit["zone"],
+        "zone_normalized": permit["zone_normalized"],
+        "zone_id": zone_id(permit["zone_normalized"]),
+        "permit_no": permit["permit_no"],
+        "amount": Decimal(permit["amount"]) if permit["amount"] is not None else None,
+        "currency": permit["currency"],
+        "start_raw": permit["start_raw"],
+        "end_raw": permit["end_raw"],
+        "starts_at": datetime.fromisoformat(permit["starts_at"]),
+        "ends_at": datetime.fromisoformat(permit["ends_at"]),
+        "received_at": datetime.fromisoformat(permit["received_at"]),
+    }
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert ``rows``, skipping reference ids already stored; return how many were new."""
+    statement = _insert_ignoring_duplicates(session).returning(Permit.reference_id)
+    return len(session.execute(statement, rows).all())
+
+
+def _insert_ignoring_duplicates(session: Session) -> Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(Permit).on_conflict_do_nothing(index_elements=["reference_id"])
+    if dialect == "sqlite":
+        return sqlite.insert(Permit).on_conflict_do_nothing(index_elements=["reference_id"])
+    return insert(Permit)  # other databases: a duplicate fails and is retried row by row
+
+
+def _dead_letter(session: Session, permit: PermitJob, exc: Exception, job_id: str | None) -> None:
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
+    log.error("permit_dead_lettered", ref=permit.get("reference_id"), error=type(exc).__name__)
+    with session.begin():
+        session.add(
+            DeadLetter(
+                reference_id=str(permit.get("reference_id", ""))[:36],
+                job_id=job_id,
+                payload=dict(permit),
+                reason=reason,
+            )
+        )
