@@ -7,9 +7,9 @@ import time
 
 from redis import Redis
 
-from shared.clients import ClientInfo, hash_token
 from shared.constants import TOKENS_KEY, TOKENS_LOADED_KEY
 from shared.errors import TokensNotLoadedError
+from shared.tokens import ClientInfo, hash_token
 
 # A miss (a token created a moment ago, or a wrong one) refreshes at most this often, so a
 # flood of bad tokens costs Redis one read a second per process.

@@ -12,8 +12,8 @@ from ingest.keys import BATCHER, TOKENS
 from ingest.queue import PushItem
 from ingest.responses import ApiError, json_response, success_body
 from shared import codes
-from shared.clients import ClientInfo
 from shared.schemas import load_permit
+from shared.tokens import ClientInfo
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 

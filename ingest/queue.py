@@ -16,7 +16,6 @@ from redis import Redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from shared.clients import ClientInfo
 from shared.config import Settings
 from shared.constants import (
     DEDUP_KEY_PREFIX,
@@ -28,6 +27,7 @@ from shared.constants import (
 )
 from shared.errors import IdempotencyConflictError
 from shared.schemas import PermitIn, PermitJob
+from shared.tokens import ClientInfo
 
 # Backoff for a batch whose worker died or whose database was away: RQ re-runs it.
 JOB_RETRY = Retry(max=10, interval=[5, 15, 30, 60, 120, 300, 600, 600, 600, 600])
@@ -86,6 +86,9 @@ class PermitEnqueuer:
             job = self.queue.create_job(
                 PERSIST_PERMITS_JOB,
                 kwargs={"permits": list(permits.values())},
+                # RQ's default description is the call with its arguments: plates would
+                # show in rq-dashboard and logs.
+                description=f"persist_permits({len(permits)} permits)",
                 timeout=self._job_timeout_s,
                 result_ttl=JOB_RESULT_TTL_S,
                 failure_ttl=JOB_FAILURE_TTL_S,

@@ -7,11 +7,6 @@ after Redis loses its data the tokens come back with no one acting.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
-from dataclasses import asdict, dataclass
-
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 from sqlalchemy import select
@@ -20,30 +15,7 @@ from sqlalchemy.orm import Session
 from shared.constants import PERMIT_TYPES, TOKENS_KEY, TOKENS_LOADED_KEY
 from shared.errors import ClientExistsError, ClientNotFoundError, ConfigError
 from shared.models import ApiClient, utcnow
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """What the receiver needs to know about the owner of a token."""
-
-    id: int
-    name: str
-    permit_type: str
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> ClientInfo:
-        return cls(**json.loads(raw))
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return f"pp-{secrets.token_hex(20)}"  # fits the contract: letters, digits, dashes
+from shared.tokens import ClientInfo, hash_token, new_token
 
 
 def create_client(session: Session, name: str, permit_type: str = "Standard") -> str:

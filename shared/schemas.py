@@ -277,13 +277,12 @@ def _resolve_aliases(
         if not present:
             continue
         first = present[0]
+        canonical[name] = body[first]
+        sent_as[name] = first
         if any(body[alias] != body[first] for alias in present[1:]):
             errors[first] = [
                 Problem(f"Sent as {' and '.join(present)} with different values.", INVALID)
             ]
-            continue
-        canonical[name] = body[first]
-        sent_as[name] = first
     return canonical, sent_as, errors
 
 

@@ -35,6 +35,6 @@ class ZoneIndex:
             aliases = session.execute(select(ZoneAlias.alias_normalized, ZoneAlias.zone_id))
             names = session.execute(select(Zone.name_normalized, Zone.id))
             # A zone's own name wins over another zone's alias of the same spelling.
-            ids = {name: zone_id for name, zone_id in (*aliases.tuples(), *names.tuples())}
+            ids = {name: zone_id for name, zone_id in (*aliases, *names)}
         self._ids = ids
         self._loaded_at = time.monotonic()

@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# One image for every permit-push role: `serve`, `worker`, `db upgrade`, `tokens ...`.
+# docker-compose.yml picks the role with `command:`; see docs/operations.md.
+#
+# No HEALTHCHECK here: the right probe differs by role (HTTP for `serve`, Redis
+# registration for `worker`, none for the one-shot `db upgrade`), so compose sets it.
+
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The source is installed as a regular package, not run from the checkout, so the
+# image holds exactly what `pip install .` ships (migrations included as package data).
+COPY . /src
+RUN pip install /src
+
+# Container probes (slim has no curl): `http URL` for the receiver, `rq-worker` for workers.
+COPY deploy/healthcheck.py /usr/local/bin/permit-push-healthcheck
+RUN chmod 0755 /usr/local/bin/permit-push-healthcheck
+
+# A fixed numeric uid, so orchestrators that insist on runAsNonRoot can verify it.
+# Its home is the working directory, so the default SQLite URL (a relative file)
+# is writable when no DATABASE_URL is given.
+RUN useradd --create-home --uid 10001 --user-group permit
+WORKDIR /home/permit
+
+
+# rq-dashboard runs on top of the project's own install so that it uses the very RQ
+# version the workers use (RQ 2 and 3 differ in their Redis layout). rq-dashboard
+# 0.9 imports `six` without declaring it, hence the explicit pin.
+FROM base AS rq-dashboard
+RUN pip install "rq-dashboard>=0.9,<1" "six>=1.16,<2"
+USER permit
+EXPOSE 9181
+ENTRYPOINT ["rq-dashboard"]
+CMD ["--bind", "0.0.0.0", "--port", "9181"]
+
+
+# The default (last) stage: the permit-push CLI.
+FROM base AS app
+USER permit
+EXPOSE 8080
+ENTRYPOINT ["permit-push"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -1,0 +1,69 @@
+"""Test data: the seed's example body and variations of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+SEED_TOKEN = "YOUR-API-TOKEN"
+
+# The body of the seed's raw request, attribute for attribute.
+SEED_BODY: dict[str, str] = {
+    "apiToken": SEED_TOKEN,
+    "Amount": "14.50",
+    "CurrencyID": "CAD",
+    "LicencePlate": "PL8RDR",
+    "zone": "Lot 4",
+    "permitNo": "L4-1138",
+    "startTime": "2018-07-02T09:00:00",
+    "endTime": "2018-07-02T09:30:00",
+}
+
+# The seed's raw request byte for byte (its Host line, headers and body layout).
+SEED_RAW_BODY = (
+    b"{\n"
+    b'    "apiToken": "YOUR-API-TOKEN",\n'
+    b'    "Amount": "14.50",\n'
+    b'    "CurrencyID": "CAD",\n'
+    b'    "LicencePlate": "PL8RDR",\n'
+    b'    "zone": "Lot 4",\n'
+    b'    "permitNo": "L4-1138",\n'
+    b'    "startTime": "2018-07-02T09:00:00",\n'
+    b'    "endTime": "2018-07-02T09:30:00"\n'
+    b"}"
+)
+
+
+def seed_raw_request(
+    token: str = SEED_TOKEN, host: str = "controller.operationscommander.io"
+) -> bytes:
+    body = SEED_RAW_BODY.replace(SEED_TOKEN.encode(), token.encode())
+    head = (
+        "POST /api/OC-TOMA/v1/permits/push HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        "Accept: application/json\r\n"
+        "Content-Type: application/json\r\n"
+        "Cache-Control: no-cache\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode() + body
+
+
+def make_payload(**overrides: Any) -> dict[str, Any]:
+    """The seed body with ``overrides``; an override of None removes the attribute."""
+    body: dict[str, Any] = {**SEED_BODY, **overrides}
+    return {name: value for name, value in body.items() if value is not None}
+
+
+def permits_queue(redis: Redis) -> Queue:
+    """The receiver's queue, as a worker sees it."""
+    return Queue("permits", connection=redis, serializer=JSONSerializer)
+
+
+def queued_permits(redis: Redis) -> list[dict[str, Any]]:
+    """Every permit waiting in the queue, in order, across its batch jobs."""
+    return [permit for job in permits_queue(redis).get_jobs() for permit in job.kwargs["permits"]]

@@ -1,0 +1,574 @@
+"""The deployment files: docker-compose.yml, Dockerfile, Prometheus rules, Grafana.
+
+No Docker needed: the files are parsed and cross-checked against each other, against
+the `permit-push` CLI and against deploy/metrics.yml (the one list of metric names the
+rules and the dashboard may use). The promtool checks run where `promtool` is on PATH
+(Debian package `prometheus`) and skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+import fakeredis
+import prometheus_client as client
+import pytest
+import rq
+import yaml
+
+import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DEPLOY = ROOT / "deploy"
+METRICS = DEPLOY / "metrics.yml"
+PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+ALERT_TESTS = DEPLOY / "prometheus" / "alerts.test.yml"
+GRAFANA = DEPLOY / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "permit-push.json"
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+# Services that run until stopped; `migrate` is the one-shot.
+LONG_RUNNING = {"redis", "postgres", "ingest", "worker", "rq-dashboard", "prometheus", "grafana"}
+# The services built from the Dockerfile's `app` stage, i.e. ENTRYPOINT ["permit-push"].
+PERMIT_PUSH_SERVICES = {"migrate", "ingest", "worker"}
+
+PROMTOOL = shutil.which("promtool") or "promtool"
+# A laptop without promtool skips these; CI (CI=true) installs it and must run them.
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None and os.environ.get("CI") != "true",
+    reason="promtool not on PATH (apt-get install --no-install-recommends prometheus)",
+)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = load_yaml(COMPOSE)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = compose["services"]
+    return services
+
+
+def argv(value: str | list[str]) -> list[str]:
+    """A compose command/test in either form, as a list of arguments."""
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Stage name -> its instruction lines (continuations joined)."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        if match:
+            current = stages.setdefault(match.group(1) or f"stage{len(stages)}", [])
+        current.append(line)
+    return stages
+
+
+def instruction(stage: list[str], name: str) -> list[str]:
+    """The JSON-form arguments of a stage's last `name` instruction (e.g. ENTRYPOINT)."""
+    lines = [line for line in stage if line.upper().startswith(name + " ")]
+    assert lines, f"no {name} in the stage"
+    return list(json.loads(lines[-1][len(name) :]))
+
+
+# --- docker-compose.yml ---------------------------------------------------------------
+
+
+def test_compose_has_the_whole_stack(services: dict[str, Any]) -> None:
+    assert set(services) >= LONG_RUNNING | {"migrate"}
+
+
+def test_every_service_has_a_healthcheck_and_a_restart_policy(
+    services: dict[str, Any],
+) -> None:
+    for name in LONG_RUNNING:
+        service = services[name]
+        assert service.get("restart") in ("always", "unless-stopped"), name
+        check = service.get("healthcheck", {})
+        assert not check.get("disable"), name
+        assert argv(check["test"])[0] in ("CMD", "CMD-SHELL"), name
+    # The one-shot: re-running a failed migration in a loop hides it; its exit code is
+    # its health (the others wait for service_completed_successfully).
+    migrate = services["migrate"]
+    assert migrate["restart"] in ("no", "on-failure")
+    assert migrate["healthcheck"] == {"disable": True}
+
+
+def test_redis_keeps_every_job(services: dict[str, Any]) -> None:
+    """AOF on (a restart keeps the queue) and noeviction (a full Redis never drops jobs)."""
+    command = argv(services["redis"]["command"])
+    options = dict(zip(command[1::2], command[2::2], strict=False))
+    assert command[0] == "redis-server"
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] in ("always", "everysec")
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
+
+
+def test_postgres_is_checked_with_pg_isready(services: dict[str, Any]) -> None:
+    assert "pg_isready" in argv(services["postgres"]["healthcheck"]["test"])
+    assert any("/var/lib/postgresql/data" in v for v in services["postgres"]["volumes"])
+
+
+def test_database_users_wait_for_the_migration(services: dict[str, Any]) -> None:
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("ingest", "worker"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+
+
+def test_worker_scales(services: dict[str, Any]) -> None:
+    """`--scale worker=N` fails on a fixed container name or a published port."""
+    worker = services["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert argv(worker["command"]) == ["worker"]
+
+
+def test_ingest_is_published_and_checked_on_readyz(services: dict[str, Any]) -> None:
+    ingest = services["ingest"]
+    assert any(str(port).endswith(":8080") for port in ingest["ports"])
+    assert any("/readyz" in arg for arg in argv(ingest["healthcheck"]["test"]))
+
+
+def test_permit_push_services_share_one_image(services: dict[str, Any]) -> None:
+    built_from_app = {
+        name
+        for name, service in services.items()
+        if isinstance(service.get("build"), dict) and service["build"].get("target") == "app"
+    }
+    assert built_from_app == PERMIT_PUSH_SERVICES
+    assert len({services[name]["image"] for name in built_from_app}) == 1
+    for name in built_from_app:
+        # An entrypoint override would mean the command is not a permit-push command.
+        assert "entrypoint" not in services[name], name
+        env = services[name]["environment"]
+        assert {"REDIS_URL", "DATABASE_URL", "LOG_FORMAT"} <= set(env), name
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://"), name
+
+
+def permit_push_commands(services: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
+    """Every argument list the stack gives to the `permit-push` entry point."""
+    app = dockerfile_stages()["app"]
+    yield "Dockerfile CMD", instruction(app, "CMD")
+    for name in sorted(PERMIT_PUSH_SERVICES):
+        yield name, argv(services[name]["command"])
+
+
+def test_compose_commands_are_real_permit_push_commands(services: dict[str, Any]) -> None:
+    """Resolve each command against the click group, as `permit-push` would parse it."""
+    group = cli.main
+    assert isinstance(group, click.Group)
+    for where, args in permit_push_commands(services):
+        command, path, rest = group, ["permit-push"], list(args)
+        while isinstance(command, click.Group):
+            assert rest, f"{where}: `{' '.join(path)}` needs a subcommand"
+            sub = command.get_command(click.Context(command), rest[0])
+            assert sub is not None, f"{where}: `{' '.join(path)}` has no command {rest[0]!r}"
+            path.append(rest.pop(0))
+            command = sub
+        try:
+            # Parses the options and arguments without running the command.
+            with command.make_context(" ".join(path), rest):
+                pass
+        except click.UsageError as exc:
+            pytest.fail(f"{where}: `permit-push {shlex.join(args)}`: {exc.format_message()}")
+
+
+# --- Dockerfile -----------------------------------------------------------------------
+
+
+def test_dockerfile_installs_the_project_for_a_non_root_user() -> None:
+    stages = dockerfile_stages()
+    assert list(stages)[-1] == "app", "the default build target must be the app"
+    base = stages["base"]
+    assert base[0].split()[1] == "python:3.11-slim"
+    assert any(re.match(r"RUN pip install /src\b", line) for line in base)
+    for name in ("app", "rq-dashboard"):
+        users = [line.split()[1] for line in stages[name] if line.startswith("USER ")]
+        assert users and users[-1] not in ("root", "0"), name
+    assert instruction(stages["app"], "ENTRYPOINT") == ["permit-push"]
+
+
+def test_dockerignore_keeps_what_the_build_needs() -> None:
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "tests"} <= ignored
+    # pip install . reads these; the image copies the healthcheck script.
+    for needed in ("pyproject.toml", "README.md", "cli", "ingest", "worker", "shared", "deploy"):
+        assert needed not in ignored
+    assert "deploy/healthcheck.py" not in ignored
+    assert (DEPLOY / "healthcheck.py").is_file()
+
+
+# --- Healthcheck script ---------------------------------------------------------------
+
+
+def load_healthcheck() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_healthcheck", DEPLOY / "healthcheck.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_worker_healthcheck_needs_a_registered_worker_of_this_host() -> None:
+    healthcheck = load_healthcheck()
+    redis = fakeredis.FakeStrictRedis()
+    worker = rq.SimpleWorker(["permits"], connection=redis)
+    assert healthcheck.check_rq_worker(redis, worker.hostname) == 1
+    worker.register_birth()
+    assert healthcheck.check_rq_worker(redis, worker.hostname) == 0
+    assert healthcheck.check_rq_worker(redis, "another-container") == 1
+    worker.register_death()
+    assert healthcheck.check_rq_worker(redis, worker.hostname) == 1
+
+
+def test_http_healthcheck_fails_when_nothing_listens() -> None:
+    healthcheck = load_healthcheck()
+    # Port 9 (discard) on loopback: nothing listens there in a test run.
+    assert healthcheck.check_http("http://127.0.0.1:9/readyz") == 1
+    assert healthcheck.main(["nonsense"]) == 2
+
+
+# --- Prometheus -----------------------------------------------------------------------
+
+
+def test_prometheus_loads_the_rules_mounted_from_the_repository(
+    services: dict[str, Any],
+) -> None:
+    config = load_yaml(PROMETHEUS_CONFIG)
+    mounts = dict(
+        volume.split(":")[:2]
+        for volume in services["prometheus"]["volumes"]
+        if volume.startswith("./")
+    )
+    # The config dir is mounted whole, so relative rule paths resolve the same way in the
+    # container and here.
+    assert mounts["./deploy/prometheus"] == "/etc/prometheus"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    assert config["rule_files"]
+    for rule_file in config["rule_files"]:
+        assert not Path(rule_file).is_absolute(), rule_file
+        assert (PROMETHEUS_CONFIG.parent / rule_file).is_file(), rule_file
+
+
+def test_prometheus_scrapes_every_receiver(services: dict[str, Any]) -> None:
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    ingest = jobs["ingest"]
+    assert ingest.get("metrics_path", "/metrics") == "/metrics"
+    # DNS discovery of the compose service name finds each replica.
+    (sd,) = ingest["dns_sd_configs"]
+    assert sd["names"] == ["ingest"]
+    assert sd["port"] == 8080
+    assert "ingest" in services
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+
+
+def test_alerts_cover_what_an_operator_needs() -> None:
+    names = {rule["alert"] for rule in alert_rules()}
+    assert {
+        "PermitPushQueueLagHigh",
+        "PermitPushFailedJobsRising",
+        "PermitPushNoWorkers",
+        "PermitPushReceiverDown",
+        "PermitPushBackpressure",
+        "PermitPushServerErrors",
+    } <= names
+
+
+def test_every_alert_says_what_it_means_and_where_to_read_more() -> None:
+    operations = OPERATIONS.read_text(encoding="utf-8")
+    headings = {
+        match.group(1).strip().strip("`")
+        for match in re.finditer(r"^#{2,4}\s+(.+)$", operations, re.MULTILINE)
+    }
+    for rule in alert_rules():
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
+        annotations = rule["annotations"]
+        assert annotations["summary"].strip(), name
+        assert len(annotations["description"]) > 80, f"{name}: say what it means and what to do"
+        assert annotations["runbook"] == f"docs/operations.md#{name.lower()}", name
+        assert name in headings, f"docs/operations.md has no section for {name}"
+
+
+@needs_promtool
+def test_promtool_accepts_the_config_and_rules() -> None:
+    for args in (["check", "config", PROMETHEUS_CONFIG], ["check", "rules", ALERTS]):
+        result = subprocess.run(
+            [PROMTOOL, *map(str, args)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    """`promtool test rules` on alerts.test.yml, comparing labels only (see its header)."""
+    rules = load_yaml(ALERTS)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / ALERTS.name).write_text(yaml.safe_dump(rules), encoding="utf-8")
+    shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", ALERT_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Metric names: deploy/metrics.yml is the one list ---------------------------------
+
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_SELECTOR = re.compile(r"(?<![\w.:$])([A-Za-z_:][\w:]*)\s*(\{[^}]*\})?(\s*\()?")
+_MATCHER = re.compile(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)\s*\"")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def promql_selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric name, label names it is matched on) for each series selector in expr.
+
+    A small scanner, not a parser: enough for the expressions in this repository, and
+    promtool (where installed) checks that each one really is valid PromQL.
+    """
+    # Label matchers keep their names but lose their values (which may hold anything).
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"\[[^\]]*\]", "", text)  # ranges and subqueries: [5m], [$__rate_interval]
+    text = _GROUPING.sub(" ", text)  # by (le, route) names labels, not metrics
+    found = []
+    for match in _SELECTOR.finditer(text):
+        name, matchers, call = match.groups()
+        if call and not matchers:  # a function or an aggregation: rate(, sum(
+            continue
+        if name in _KEYWORDS:
+            continue
+        found.append((name, set(_MATCHER.findall(matchers or ""))))
+    return found
+
+
+def dashboard_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from dashboard_panels(panel.get("panels", []))
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = [
+        target["expr"]
+        for panel in dashboard_panels(dashboard["panels"])
+        for target in panel.get("targets", [])
+    ]
+    for variable in dashboard["templating"]["list"]:
+        query = variable.get("query")
+        query = query.get("query", "") if isinstance(query, dict) else query or ""
+        # label_values(METRIC, label): the metric is the selector part.
+        exprs += re.findall(r"label_values\(([^,]+),", query)
+    return exprs
+
+
+def deploy_exprs() -> dict[str, str]:
+    """Every PromQL expression of the alert rules and the dashboard, by where it is."""
+    exprs = {f"alert {rule['alert']}": rule["expr"] for rule in alert_rules()}
+    exprs.update({f"dashboard expr {i}": expr for i, expr in enumerate(dashboard_exprs())})
+    return exprs
+
+
+def known_metrics() -> dict[str, dict[str, Any]]:
+    listed = load_yaml(METRICS)
+    return {**listed["receiver"], **listed["prometheus"]}
+
+
+def metric_names_used() -> set[str]:
+    """The metric names (histograms by their base name) the rules and dashboard use."""
+    used = set()
+    histograms = {n for n, m in known_metrics().items() if m["type"] == "histogram"}
+    for expr in deploy_exprs().values():
+        for name, _ in promql_selectors(expr):
+            base = next(
+                (name.removesuffix(s) for s in _HISTOGRAM_SUFFIXES if name.endswith(s)), name
+            )
+            used.add(base if base in histograms else name)
+    return used
+
+
+def test_promql_scanner_finds_metrics_and_labels() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le, route) (rate(x_bucket{route=~"a|b"}[5m])))'
+        ' > 0.5 and on() count(up{job="ingest"} == 1) > 0 or vector(0)'
+    )
+    assert promql_selectors(expr) == [("x_bucket", {"route"}), ("up", {"job"})]
+
+
+def test_rules_and_dashboard_use_only_listed_metrics_and_labels() -> None:
+    metrics = known_metrics()
+    target_labels = set(load_yaml(METRICS)["target_labels"])
+    for where, expr in deploy_exprs().items():
+        for name, labels in promql_selectors(expr):
+            suffix = next((s for s in _HISTOGRAM_SUFFIXES if name.endswith(s)), "")
+            base = name.removesuffix(suffix) if suffix else name
+            if base in metrics and metrics[base]["type"] == "histogram" and suffix:
+                allowed = set(metrics[base]["labels"]) | ({"le"} if suffix == "_bucket" else set())
+            else:
+                assert name in metrics, f"{where}: {name} is not in deploy/metrics.yml"
+                allowed = set(metrics[name]["labels"])
+            unknown = labels - allowed - target_labels
+            assert not unknown, f"{where}: {name} has no label {unknown}"
+
+
+def test_the_dashboard_and_rules_show_what_issue_6_asks_for() -> None:
+    used = metric_names_used()
+    assert {
+        "rq_jobs",  # queue depth by state
+        "permit_push_queue_lag_seconds",  # lag
+        "permit_push_http_requests_total",  # push rate, 5xx/503
+        "permit_push_http_request_duration_seconds",  # p99 latency
+        "permit_push_rejected_total",  # errors by ErrorCode
+        "rq_workers",  # workers
+    } <= used
+    # Every listed receiver metric is shown or alerted on somewhere.
+    assert set(load_yaml(METRICS)["receiver"]) <= used
+
+
+def exposition_problems(text: str) -> list[str]:
+    """What a real /metrics text lacks of deploy/metrics.yml's receiver metrics.
+
+    For the receiver's own /metrics test: every listed metric must have samples, with
+    exactly the listed labels (plus `le` on histogram buckets). prometheus-client shows a
+    labelled metric only once a child exists, so that test must push first (or the
+    receiver must create the children at start).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labels_by_sample: dict[str, set[frozenset[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels_by_sample.setdefault(sample.name, set()).add(frozenset(sample.labels))
+    problems = []
+    for name, metric in load_yaml(METRICS)["receiver"].items():
+        labels = frozenset(metric["labels"])
+        if metric["type"] == "histogram":
+            wanted = {name + "_bucket": labels | {"le"}, name + "_sum": labels}
+            wanted[name + "_count"] = labels
+        else:
+            wanted = {name: labels}
+        for sample, sample_labels in wanted.items():
+            seen = labels_by_sample.get(sample)
+            if not seen:
+                problems.append(f"{sample}: not exposed")
+            elif seen != {sample_labels}:
+                problems.append(f"{sample}: labels {sorted(map(sorted, seen))}")
+    return problems
+
+
+def test_exposition_check_accepts_what_prometheus_client_writes() -> None:
+    """The check above, on a registry built as the receiver would build it."""
+    registry = client.CollectorRegistry()
+    for name, metric in load_yaml(METRICS)["receiver"].items():
+        kind = {"counter": client.Counter, "gauge": client.Gauge}.get(
+            metric["type"], client.Histogram
+        )
+        made = kind(name, name, metric["labels"], registry=registry)
+        if metric["labels"]:
+            made.labels(*("x" for _ in metric["labels"]))
+    text = client.generate_latest(registry).decode()
+    assert exposition_problems(text) == []
+    assert exposition_problems(text.replace("rq_workers", "rq_worker")) == [
+        "rq_workers: not exposed"
+    ]
+
+
+# --- Grafana --------------------------------------------------------------------------
+
+
+def test_dashboard_parses_and_uses_the_provisioned_datasource() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    (datasource,) = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")[
+        "datasources"
+    ]
+    assert datasource["url"] == "http://prometheus:9090"
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [panel["id"] for panel in dashboard_panels(dashboard["panels"])]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in dashboard_panels(dashboard["panels"]):
+        if panel["type"] == "row":
+            continue
+        assert panel["title"] and panel["targets"], panel["id"]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
+        for target in [panel, *panel["targets"]]:
+            assert target["datasource"]["uid"] == datasource["uid"], panel["title"]
+
+
+def test_grafana_provisioning_paths_match_the_compose_mounts(services: dict[str, Any]) -> None:
+    mounts = dict(
+        volume.split(":")[:2]
+        for volume in services["grafana"]["volumes"]
+        if volume.startswith("./")
+    )
+    provisioning = mounts["./deploy/grafana/provisioning"]
+    assert provisioning == "/etc/grafana/provisioning"
+    (provider,) = load_yaml(GRAFANA / "provisioning" / "dashboards" / "permit-push.yml")[
+        "providers"
+    ]
+    host_dir = next(
+        host for host, container in mounts.items() if container == provider["options"]["path"]
+    )
+    assert (ROOT / host_dir / DASHBOARD.name).is_file()
+
+
+@needs_promtool
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool has no PromQL linter of its own, so check them as recording rules."""
+    variables = {"$__rate_interval": "1m", "$queue": "permits"}
+    rules = []
+    for i, expr in enumerate(dashboard_exprs()):
+        for variable, value in variables.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, f"unknown dashboard variable in {expr}"
+        rules.append({"record": f"dashboard:expr_{i}", "expr": expr})
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,161 @@
+"""Receiver behaviour beyond the attribute table: batching, resends, tokens, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+import fakeredis
+from aiohttp.test_utils import TestClient
+
+from ingest.app import create_app
+from ingest.routes import PUSH_PATH
+from shared.config import Settings
+from shared.constants import TOKENS_KEY, TOKENS_LOADED_KEY
+from shared.redis import make_receiver_redis
+from tests.factories import make_payload, permits_queue, queued_permits
+
+
+async def test_pushes_arriving_together_share_one_job(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+) -> None:
+    app = create_app(dataclasses.replace(settings, batch_window_ms=50), redis=redis)
+    client: TestClient = await aiohttp_client(app)  # type: ignore[assignment]
+    responses = await asyncio.gather(
+        *(
+            client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo=f"P{i}"))
+            for i in range(20)
+        )
+    )
+    references = {(await r.json())["reference_id"] for r in responses}
+    assert [r.status for r in responses] == [200] * 20
+    assert len(references) == 20
+    assert permits_queue(redis).count == 1  # one RQ job carries the whole micro-batch
+    assert {p["reference_id"] for p in queued_permits(redis)} == references
+
+
+async def test_batch_size_limit_splits_batches(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+) -> None:
+    app = create_app(
+        dataclasses.replace(settings, batch_window_ms=200, batch_max_permits=5), redis=redis
+    )
+    client: TestClient = await aiohttp_client(app)  # type: ignore[assignment]
+    responses = await asyncio.gather(
+        *(
+            client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo=f"P{i}"))
+            for i in range(10)
+        )
+    )
+    assert [r.status for r in responses] == [200] * 10
+    assert [len(job.kwargs["permits"]) for job in permits_queue(redis).get_jobs()] == [5, 5]
+
+
+async def test_resend_gets_the_first_reference_id(
+    client: TestClient, redis: fakeredis.FakeRedis, token: str
+) -> None:
+    first = await (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).json()
+    # Same permit, plate written differently: still the same permit.
+    again = await (
+        await client.post(PUSH_PATH, json=make_payload(apiToken=token, LicencePlate="pl8 rdr"))
+    ).json()
+    assert again["reference_id"] == first["reference_id"]
+    other = await (
+        await client.post(PUSH_PATH, json=make_payload(apiToken=token, zone="Lot 5"))
+    ).json()
+    assert other["reference_id"] != first["reference_id"]
+
+
+async def test_concurrent_identical_pushes_get_one_reference(
+    client: TestClient, redis: fakeredis.FakeRedis, token: str
+) -> None:
+    responses = await asyncio.gather(
+        *(client.post(PUSH_PATH, json=make_payload(apiToken=token)) for _ in range(10))
+    )
+    assert len({(await r.json())["reference_id"] for r in responses}) == 1
+
+
+async def test_idempotency_key_decides_and_refuses_another_body(
+    client: TestClient, token: str
+) -> None:
+    headers = {"Idempotency-Key": "meter-7-sale-991"}
+    first = await client.post(PUSH_PATH, json=make_payload(apiToken=token), headers=headers)
+    again = await client.post(PUSH_PATH, json=make_payload(apiToken=token), headers=headers)
+    assert (await first.json())["reference_id"] == (await again.json())["reference_id"]
+    changed = await client.post(
+        PUSH_PATH, json=make_payload(apiToken=token, Amount="99.00"), headers=headers
+    )
+    assert changed.status == 422
+    assert (await changed.json())["status"] == "error"
+
+
+async def test_tokens_are_per_client(
+    client: TestClient, add_client: Callable[..., str], token: str
+) -> None:
+    other = add_client("pay-stations", "Temporary")
+    a = await (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).json()
+    b = await (await client.post(PUSH_PATH, json=make_payload(apiToken=other))).json()
+    assert a["reference_id"] != b["reference_id"]
+
+
+async def test_client_permit_type_travels_with_the_permit(
+    client: TestClient, redis: fakeredis.FakeRedis, add_client: Callable[..., str]
+) -> None:
+    validator = add_client("validators", "Validator")
+    assert (await client.post(PUSH_PATH, json=make_payload(apiToken=validator))).status == 200
+    (permit,) = queued_permits(redis)
+    assert permit["permit_type"] == "Validator"
+
+
+async def test_revoked_token_is_refused_after_the_cache_expires(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+) -> None:
+    app = create_app(dataclasses.replace(settings, token_cache_s=0.05), redis=redis)
+    client: TestClient = await aiohttp_client(app)  # type: ignore[assignment]
+    assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
+    redis.delete(TOKENS_KEY)  # what publish_tokens does once no client is active
+    await asyncio.sleep(0.1)
+    response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="2"))
+    assert response.status == 401
+
+
+async def test_no_token_set_in_redis_is_503_not_401(
+    client: TestClient, redis: fakeredis.FakeRedis, token: str
+) -> None:
+    redis.flushall()  # Redis restarted without its data, workers have not re-published yet
+    response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "2"
+    assert not redis.exists(TOKENS_LOADED_KEY)
+
+
+async def test_redis_unreachable_is_503_within_two_seconds(
+    aiohttp_client: Callable[..., object], settings: Settings
+) -> None:
+    # Port 1 on loopback: connections are refused at once; the timeout bounds the rest.
+    dead = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.5)
+    client: TestClient = await aiohttp_client(create_app(dead, redis=make_receiver_redis(dead)))
+    started = asyncio.get_running_loop().time()
+    response = await client.post(PUSH_PATH, json=make_payload())
+    elapsed = asyncio.get_running_loop().time() - started
+    assert response.status == 503
+    assert (await response.json())["ErrorCode"] == 9901
+    assert int(response.headers["Retry-After"]) > 0
+    assert elapsed < 2
+
+
+async def test_request_id_is_echoed(client: TestClient, token: str) -> None:
+    response = await client.post(
+        PUSH_PATH, json=make_payload(apiToken=token), headers={"X-Request-ID": "abc-123"}
+    )
+    assert response.headers["X-Request-ID"] == "abc-123"

@@ -1,0 +1,137 @@
+"""The worker: the whole RQ path in-process (fakeredis + SQLite), idempotency, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import fakeredis
+import pytest
+from aiohttp.test_utils import TestClient
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingest.routes import PUSH_PATH
+from shared.config import Settings
+from shared.models import DeadLetter, Permit, Zone
+from tests.factories import make_payload, permits_queue, queued_permits
+from worker.context import init_context
+from worker.jobs import persist_permits
+
+
+@pytest.fixture(autouse=True)
+def worker_context(settings: Settings) -> Iterator[None]:
+    context = init_context(settings)
+    yield
+    context.engine.dispose()
+
+
+def run_worker(redis: fakeredis.FakeRedis) -> None:
+    worker = SimpleWorker([permits_queue(redis)], connection=redis, serializer=JSONSerializer)
+    worker.work(burst=True)
+
+
+def count(sessions: sessionmaker[Session], model: type) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+async def test_pushed_permit_is_stored_with_every_field(
+    client: TestClient,
+    redis: fakeredis.FakeRedis,
+    sessions: sessionmaker[Session],
+    token: str,
+) -> None:
+    with sessions.begin() as session:
+        session.add(Zone(name="Lot 4", name_normalized="lot 4"))
+    reply = await (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).json()
+    run_worker(redis)
+    with sessions() as session:
+        permit = session.scalars(select(Permit)).one()
+        lot4 = session.scalars(select(Zone)).one()
+    assert permit.reference_id == reply["reference_id"]
+    assert (permit.plate, permit.plate_normalized) == ("PL8RDR", "PL8RDR")
+    assert (permit.zone_name, permit.zone_id) == ("Lot 4", lot4.id)
+    assert permit.permit_no == "L4-1138"
+    assert permit.amount == Decimal("14.50") and permit.currency == "CAD"
+    assert (permit.start_raw, permit.end_raw) == ("2018-07-02T09:00:00", "2018-07-02T09:30:00")
+    assert permit.starts_at.replace(tzinfo=UTC) == datetime(2018, 7, 2, 9, tzinfo=UTC)
+    assert permit.ends_at.replace(tzinfo=UTC) == datetime(2018, 7, 2, 9, 30, tzinfo=UTC)
+    assert permit.permit_type == "Standard"
+    assert permit.received_at <= permit.stored_at
+    assert permits_queue(redis).count == 0
+
+
+async def test_unknown_zone_is_stored_disconnected(
+    client: TestClient,
+    redis: fakeredis.FakeRedis,
+    sessions: sessionmaker[Session],
+    token: str,
+) -> None:
+    await client.post(PUSH_PATH, json=make_payload(apiToken=token, zone="Lot 99"))
+    run_worker(redis)
+    with sessions() as session:
+        permit = session.scalars(select(Permit)).one()
+    assert (permit.zone_name, permit.zone_normalized, permit.zone_id) == ("Lot 99", "lot 99", None)
+
+
+async def test_running_the_same_job_twice_stores_once(
+    client: TestClient,
+    redis: fakeredis.FakeRedis,
+    sessions: sessionmaker[Session],
+    token: str,
+) -> None:
+    await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+    permits = queued_permits(redis)
+    assert persist_permits(permits) == {"stored": 1, "duplicates": 0, "dead_lettered": 0}
+    assert persist_permits(permits) == {"stored": 0, "duplicates": 1, "dead_lettered": 0}
+    assert count(sessions, Permit) == 1
+
+
+async def test_resend_enqueued_again_is_stored_once(
+    client: TestClient,
+    redis: fakeredis.FakeRedis,
+    sessions: sessionmaker[Session],
+    token: str,
+) -> None:
+    for _ in range(3):
+        await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+    assert len(queued_permits(redis)) == 3  # a resend is queued again under the first id
+    run_worker(redis)
+    assert count(sessions, Permit) == 1
+
+
+async def test_a_bad_row_is_dead_lettered_and_the_rest_stored(
+    client: TestClient,
+    redis: fakeredis.FakeRedis,
+    sessions: sessionmaker[Session],
+    token: str,
+) -> None:
+    for number in ("A", "B", "C"):
+        await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo=number))
+    permits = queued_permits(redis)
+    permits[1]["amount"] = "not a number"
+    result = persist_permits(permits)
+    assert result == {"stored": 2, "duplicates": 0, "dead_lettered": 1}
+    with sessions() as session:
+        letter = session.scalars(select(DeadLetter)).one()
+        stored = set(session.scalars(select(Permit.permit_no)))
+    assert letter.reference_id == permits[1]["reference_id"]
+    assert "InvalidOperation" in letter.reason
+    assert letter.payload["permit_no"] == "B"
+    assert stored == {"A", "C"}
+
+
+async def test_rq_records_the_batch_result(
+    client: TestClient, redis: fakeredis.FakeRedis, add_client: Callable[..., str]
+) -> None:
+    token = add_client()
+    await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+    (job,) = permits_queue(redis).get_jobs()
+    run_worker(redis)
+    job.refresh()
+    assert job.get_status() == "finished"
+    assert job.return_value() == {"stored": 1, "duplicates": 0, "dead_lettered": 0}
