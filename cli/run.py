@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.checks import require_database, require_redis
+from cli.supervisor import run_processes
 from shared.config import Settings
 from shared.db import make_engine
 from shared.logging import configure_logging
@@ -14,26 +15,56 @@ from shared.redis import make_receiver_redis
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Receiver processes sharing the port (SO_REUSEPORT).",
+)
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, processes: int) -> None:
     """Run the receiver (HTTP push endpoint)."""
-    from ingest.server import serve as serve_forever
-
     configure_logging(settings)
     require_redis(make_receiver_redis(settings), settings.redis_url)
-    serve_forever(settings, host=host, port=port)
+    if processes == 1:
+        _serve(settings, host, port, False)
+    else:
+        run_processes(_serve, (settings, host, port, True), processes)
 
 
 @click.command()
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes, each one RQ SimpleWorker.",
+)
 @click.pass_obj
-def worker(settings: Settings, burst: bool) -> None:
-    """Run one RQ worker on the permits queue."""
-    from worker.runner import run_worker
-
+def worker(settings: Settings, burst: bool, processes: int) -> None:
+    """Run RQ workers on the permits queue."""
     configure_logging(settings)
     require_redis(make_receiver_redis(settings), settings.redis_url)
     require_database(make_engine(settings))
+    if processes == 1:
+        _work(settings, burst)
+    else:
+        run_processes(_work, (settings, burst), processes)
+
+
+def _serve(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+    from ingest.server import serve as serve_forever
+
+    configure_logging(settings)  # again: a spawned child starts with no logging set up
+    serve_forever(settings, host=host, port=port, reuse_port=reuse_port)
+
+
+def _work(settings: Settings, burst: bool) -> None:
+    from worker.runner import run_worker
+
+    configure_logging(settings)
     run_worker(settings, burst=burst)
 
 
