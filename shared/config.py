@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.errors import ConfigError
@@ -65,6 +66,10 @@ class Settings:
         """Reject settings that would only fail later, far from their cause."""
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"REDIS_URL={self.redis_url!r} must start with redis://")
+        try:
+            urlsplit(self.redis_url).port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise ConfigError(f"REDIS_URL={self.redis_url!r} has an invalid port") from None
         if "://" not in self.database_url:
             raise ConfigError(f"DATABASE_URL={self.database_url!r} is not a database URL")
         if self.log_format not in ("json", "console"):

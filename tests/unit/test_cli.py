@@ -33,6 +33,8 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ),
         (["tokens", "create", "--name", "x"], {"REDIS_URL": "http://wrong"}, "REDIS_URL"),
         (["tokens", "create", "--name", "x"], {"REDIS_URL": "redis://127.0.0.1:1/0"}, "Redis"),
+        (["tokens", "list"], {"REDIS_URL": "redis://host:port/0"}, "REDIS_URL"),
+        (["tokens", "list"], {"DATABASE_URL": "sqlite:////nonexistent/dir/x.db"}, "database"),
         (["serve"], {"REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot reach Redis"),
         (["worker"], {"REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot reach Redis"),
         (["serve"], {"BATCH_WINDOW_MS": "soon"}, "BATCH_WINDOW_MS"),
