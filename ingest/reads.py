@@ -11,18 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    String,
+    and_,
+    bindparam,
+    create_engine,
+    make_url,
+    or_,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ingest.reading import PermitStatus
 from shared.config import Settings
-from shared.db import make_engine, make_sessionmaker
+from shared.db import make_engine
 from shared.errors import ReadsUnavailableError
 from shared.models import DeadLetter, Permit, PermitOperation, Zone, ZoneAlias
 from shared.normalize import normalize_zone
@@ -35,10 +49,13 @@ class PermitReader:
 
     def __init__(self, settings: Settings, database_url: str) -> None:
         threads = settings.read_threads
-        engine_settings = dataclasses.replace(settings, database_url=database_url)
-        self._engine = make_engine(engine_settings, pool_size=threads, max_overflow=0)
-        self._sessions = make_sessionmaker(self._engine)
+        self._engine = _read_engine(settings, database_url, threads)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="reads")
+        # Each read thread keeps its own connection: checking one out of the pool and
+        # back for every lookup cost more than the indexed query itself (measured).
+        self._local = threading.local()
+        self._connections: list[Connection] = []
+        self._lock = threading.Lock()
 
     async def _run(self, query: Callable[[Session], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(
@@ -46,11 +63,30 @@ class PermitReader:
         )
 
     def run_sync(self, query: Callable[[Session], T]) -> T:
+        """Run ``query`` on this thread's connection; a database fault is a 503."""
         try:
-            with self._sessions() as session:
+            with Session(bind=self._connection()) as session:
                 return query(session)
         except SQLAlchemyError as exc:
+            self._discard_connection()  # reconnect on the next read
             raise ReadsUnavailableError(type(exc).__name__) from exc
+
+    def _connection(self) -> Connection:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._engine.connect()
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def _discard_connection(self) -> None:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            with self._lock:
+                self._connections.remove(connection)
+            connection.invalidate()
 
     async def status(self, client_id: int, reference_id: str) -> PermitStatus | None:
         """The permit as stored (or failed), if it is ``client_id``'s; None otherwise."""
@@ -77,7 +113,22 @@ class PermitReader:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
         self._engine.dispose()
+
+
+def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:
+    if make_url(database_url).get_backend_name() == "sqlite":
+        return make_engine(dataclasses.replace(settings, database_url=database_url))
+    # One round trip per query: autocommit (each read stands alone, so no BEGIN/ROLLBACK
+    # around it) and no pre-ping. A connection the server dropped fails one request with
+    # a 503 and the pool replaces it.
+    return create_engine(
+        database_url, pool_size=threads, max_overflow=0, isolation_level="AUTOCOMMIT"
+    )
 
 
 def _status(session: Session, client_id: int, reference_id: str) -> PermitStatus | None:
@@ -116,20 +167,16 @@ def _permit_status(permit: Permit) -> str:
 def active_permits(
     session: Session, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
 ) -> list[dict[str, Any]]:
-    """The enforcement query: one statement on ix_permits_active_plate."""
-    conditions = [
-        Permit.plate_normalized == plate_normalized,
-        Permit.deleted_at.is_(None),
-        Permit.ends_at >= at - grace,
-        Permit.starts_at <= at,
-    ]
-    if zone is not None:
-        conditions.append(_zone_matches(normalize_zone(zone)))
-    permits = session.scalars(select(Permit).where(*conditions).order_by(Permit.ends_at.desc()))
-    return [{**permit_body(p), "in_grace": _aware(p.ends_at) < at} for p in permits]
+    """The enforcement query: one prepared statement on ix_permits_active_plate."""
+    params: dict[str, Any] = {"plate": plate_normalized, "since": at - grace, "at": at}
+    if zone is None:
+        rows = session.execute(_ACTIVE, params)
+    else:
+        rows = session.execute(_ACTIVE_IN_ZONE, {**params, "zone": normalize_zone(zone)})
+    return [{**permit_body(row), "in_grace": _aware(row.ends_at) < at} for row in rows]
 
 
-def _zone_matches(name: str) -> Any:
+def _zone_matches(name: BindParameter[str]) -> ColumnElement[bool]:
     """The zone named ``name`` or aliased so; unknown names match disconnected permits."""
     zone_ids = (
         select(Zone.id)
@@ -151,8 +198,23 @@ def _zone_matches(name: str) -> Any:
     )
 
 
-def permit_body(permit: Permit) -> dict[str, Any]:
-    """A stored permit as the read endpoints show it."""
+# Built once: a lookup binds values into a cached, compiled (and, on PostgreSQL,
+# server-prepared) statement instead of building a new one (measured: half its time).
+_ACTIVE = (
+    select(*Permit.__table__.columns)
+    .where(
+        Permit.plate_normalized == bindparam("plate"),
+        Permit.deleted_at.is_(None),
+        Permit.ends_at >= bindparam("since"),
+        Permit.starts_at <= bindparam("at"),
+    )
+    .order_by(Permit.ends_at.desc())
+)
+_ACTIVE_IN_ZONE = _ACTIVE.where(_zone_matches(bindparam("zone", type_=String)))
+
+
+def permit_body(permit: Permit | Row[Any]) -> dict[str, Any]:
+    """A stored permit (ORM object or row of the permits table) as the reads show it."""
     return {
         "reference_id": permit.reference_id,
         "permit_type": permit.permit_type,
