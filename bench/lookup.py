@@ -82,7 +82,8 @@ def prepare(url: str, permits: int) -> str:
     with psycopg.connect(_dsn(url), autocommit=True) as c:
         for z in range(ZONES):
             c.execute(
-                "INSERT INTO zones (id, name, name_normalized, created_at) VALUES (%s, %s, %s, now())",
+                "INSERT INTO zones (id, name, name_normalized, created_at)"
+                " VALUES (%s, %s, %s, now())",
                 (z + 1, f"Lot {z}", f"lot {z}"),
             )
             c.execute(
