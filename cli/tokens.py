@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from cli.checks import require_redis
-from shared.clients import create_client, list_clients, publish_tokens, revoke_client
+from shared.clients import (
+    create_client,
+    list_clients,
+    publish_tokens,
+    revoke_client,
+    set_rate_limit,
+)
 from shared.config import Settings
 from shared.constants import PERMIT_TYPES
 from shared.db import make_engine, make_sessionmaker
@@ -69,3 +75,20 @@ def revoke(settings: Settings, name: str) -> None:
         session.flush()
         publish_tokens(session, redis)
     click.echo(f"revoked API client {name!r}")
+
+
+@tokens.command()
+@click.argument("name")
+@click.option("--per-s", type=float, help="Sustained requests (permits) a second; 0: no limit.")
+@click.option("--burst", type=click.IntRange(min=1), help="Requests it may send at once.")
+@click.pass_obj
+def limit(settings: Settings, name: str, per_s: float | None, burst: int | None) -> None:
+    """Set a client's rate limit; without options, back to RATE_LIMIT_PER_S/_BURST."""
+    redis = make_receiver_redis(settings)
+    require_redis(redis, settings.redis_url)
+    with make_sessionmaker(make_engine(settings)).begin() as session:
+        set_rate_limit(session, name, per_s, burst)
+        session.flush()
+        publish_tokens(session, redis)
+    shown = "the default" if per_s is None and burst is None else f"{per_s}/s, burst {burst}"
+    click.echo(f"rate limit of API client {name!r}: {shown} (receivers apply it within seconds)")

@@ -9,9 +9,12 @@ from redis import Redis
 
 from ingest.auth import TokenCache
 from ingest.batcher import Batcher
-from ingest.keys import BATCHER, REDIS, SETTINGS, TOKENS
+from ingest.keys import BATCHER, ENQUEUER, LIMITER, OPERATIONS, READS, REDIS, SETTINGS, TOKENS
 from ingest.middlewares import error_middleware, request_id_middleware
+from ingest.operations import OperationEnqueuer
 from ingest.queue import PermitEnqueuer
+from ingest.ratelimit import RateLimiter
+from ingest.reading import NoDatabase, PermitReads
 from ingest.routes import setup_routes
 from shared.config import Settings
 from shared.redis import make_receiver_redis
@@ -36,13 +39,41 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, redis = app[SETTINGS], app[REDIS]
     app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
     enqueuer = PermitEnqueuer(redis, settings)
+    app[ENQUEUER] = enqueuer
     app[BATCHER] = Batcher(
         enqueuer.enqueue,
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
         concurrency=settings.enqueue_concurrency,
     )
+    app[LIMITER] = RateLimiter(redis, settings)
+    reads = _open_reads(settings)
+    app[READS] = reads if reads is not None else NoDatabase()
+    operations = OperationEnqueuer(
+        redis, enqueuer.queue, settings, reads.owners if reads is not None else None
+    )
+    # Updates and deletes share the micro-batching machinery (their own batches and job).
+    app[OPERATIONS] = Batcher(
+        operations.enqueue,
+        window_s=settings.batch_window_ms / 1000,
+        max_size=settings.batch_max_permits,
+        concurrency=2,
+    )
     yield
     # aiohttp has stopped accepting requests; let the queued ones reach Redis.
     await app[BATCHER].close()
+    await app[OPERATIONS].close()
+    await app[LIMITER].close()
+    app[READS].close()
     redis.close()
+
+
+def _open_reads(settings: Settings) -> PermitReads | None:
+    """The status and lookup reads, or None for a receiver without a database."""
+    url = settings.reads_database_url
+    if url is None:
+        return None
+    # Imported here: a receiver without a database never loads SQLAlchemy.
+    from ingest.reads import PermitReader
+
+    return PermitReader(settings, url)

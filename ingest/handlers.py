@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingest.keys import BATCHER, TOKENS
+from ingest.keys import BATCHER, LIMITER, TOKENS
 from ingest.queue import PushItem
 from ingest.responses import ApiError, json_response, success_body
 from shared import codes
@@ -39,7 +39,9 @@ async def read_json(request: web.Request) -> Any:
 
 
 async def authenticate(request: web.Request, token: str) -> ClientInfo:
+    """The client owning ``token`` (401 if none), within its rate limit (429 if not)."""
     client = await request.app[TOKENS].authenticate(token)
     if client is None:
         raise ApiError(401, codes.TOKEN_NOT_PERMITTED, errors={"apiToken": ["Is not permitted."]})
+    await request.app[LIMITER].check(client)
     return client

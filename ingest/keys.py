@@ -5,9 +5,16 @@ from redis import Redis
 
 from ingest.auth import TokenCache
 from ingest.batcher import Batcher
+from ingest.queue import PermitEnqueuer
+from ingest.ratelimit import RateLimiter
+from ingest.reading import PermitReads
 from shared.config import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 TOKENS = web.AppKey("tokens", TokenCache)
 BATCHER = web.AppKey("batcher", Batcher)
+ENQUEUER = web.AppKey("enqueuer", PermitEnqueuer)
+OPERATIONS = web.AppKey("operations", Batcher)  # updates and deletes
+LIMITER = web.AppKey("limiter", RateLimiter)
+READS = web.AppKey("reads", PermitReads)

@@ -13,7 +13,14 @@ from redis.exceptions import RedisError
 from ingest.keys import SETTINGS
 from ingest.responses import ApiError, error_response
 from shared import codes
-from shared.errors import IdempotencyConflictError, QueueUnavailableError, TokensNotLoadedError
+from shared.errors import (
+    IdempotencyConflictError,
+    QueueUnavailableError,
+    RateLimitedError,
+    ReadsUnavailableError,
+    RecordNotFoundError,
+    TokensNotLoadedError,
+)
 from shared.schemas import InvalidPermitError
 
 log = structlog.get_logger(__name__)
@@ -57,7 +64,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message="The Idempotency-Key was already used with a different body.",
             errors={"Idempotency-Key": ["Was already used with a different body."]},
         )
-    except (QueueUnavailableError, TokensNotLoadedError, RedisError) as exc:
+    except RecordNotFoundError:
+        return error_response(
+            404, codes.RECORD_NOT_FOUND, errors={"referenceID": ["No permit of yours has it."]}
+        )
+    except RateLimitedError as exc:
+        return error_response(429, codes.RATE_LIMITED, retry_after_s=exc.retry_after_s)
+    except (
+        QueueUnavailableError,
+        TokensNotLoadedError,
+        ReadsUnavailableError,
+        RedisError,
+    ) as exc:
         log.warning("push_unavailable", error=type(exc).__name__)
         return error_response(503, codes.UNAVAILABLE, retry_after_s=retry_after_s)
     except web.HTTPException as exc:

@@ -24,6 +24,8 @@ from shared.constants import (
     JOB_FAILURE_TTL_S,
     JOB_RESULT_TTL_S,
     PERSIST_PERMITS_JOB,
+    REFERENCE_KEY_PREFIX,
+    REFERENCE_TTL_S,
 )
 from shared.errors import IdempotencyConflictError
 from shared.schemas import PermitIn, PermitJob
@@ -95,7 +97,12 @@ class PermitEnqueuer:
                 retry=JOB_RETRY,
             )
             with self.redis.pipeline() as pipe:
-                self.queue.enqueue_job(job, pipeline=pipe)
+                self.queue.enqueue_job(job, pipeline=pipe)  # RQ opens the MULTI
+                # Who owns each reference id, in the same MULTI as the job: an update or
+                # delete for an id this client was given is accepted without the database.
+                for reference_id, permit in permits.items():
+                    owner_key = REFERENCE_KEY_PREFIX + reference_id
+                    pipe.set(owner_key, permit["client_id"], ex=REFERENCE_TTL_S)
                 pipe.execute()
         return outcomes
 

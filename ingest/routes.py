@@ -2,10 +2,23 @@
 
 from aiohttp import web
 
-from ingest import handlers
+from ingest import batch, handlers, lifecycle, openapi
 
-PUSH_PATH = "/api/OC-TOMA/v1/permits/push"
+API_PREFIX = "/api/OC-TOMA/v1/permits"
+PUSH_PATH = API_PREFIX + "/push"
+BATCH_PATH = API_PREFIX + "/push/batch"
+UPDATE_PATH = API_PREFIX + "/update"
+DELETE_PATH = API_PREFIX + "/delete"
+ACTIVE_PATH = API_PREFIX + "/active"
+OPENAPI_PATH = "/api/openapi.json"
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post(PUSH_PATH, handlers.push_permit)
+    app.router.add_post(BATCH_PATH, batch.push_batch)
+    app.router.add_post(UPDATE_PATH, lifecycle.update_permit)
+    app.router.add_post(DELETE_PATH, lifecycle.delete_permit)
+    app.router.add_get(ACTIVE_PATH, lifecycle.active_permits)
+    # Only id-shaped segments: GET .../push stays a 405, and "active" stays the lookup.
+    app.router.add_get(API_PREFIX + "/{reference_id:[0-9A-Fa-f-]{36}}", lifecycle.permit_status)
+    app.router.add_get(OPENAPI_PATH, openapi.openapi_document)

@@ -38,6 +38,16 @@ def revoke_client(session: Session, name: str) -> None:
     client.revoked_at = client.revoked_at or utcnow()
 
 
+def set_rate_limit(session: Session, name: str, per_s: float | None, burst: int | None) -> None:
+    """Give client ``name`` its own token bucket (None: the deployment's default)."""
+    client = session.scalar(select(ApiClient).where(ApiClient.name == name))
+    if client is None:
+        raise ClientNotFoundError(f"no API client is named {name!r}")
+    if (per_s is not None and per_s < 0) or (burst is not None and burst < 1):
+        raise ConfigError("the rate must be >= 0 per second and the burst >= 1")
+    client.rate_per_s, client.rate_burst = per_s, burst
+
+
 def list_clients(session: Session) -> list[ApiClient]:
     return list(session.scalars(select(ApiClient).order_by(ApiClient.name)))
 
@@ -46,7 +56,9 @@ def publish_tokens(session: Session, redis: Redis) -> int:
     """Replace the token hash in Redis with the active clients; return how many."""
     active = session.scalars(select(ApiClient).where(ApiClient.active.is_(True))).all()
     mapping: dict[FieldT, EncodableT] = {
-        client.token_sha256: ClientInfo(client.id, client.name, client.permit_type).to_json()
+        client.token_sha256: ClientInfo(
+            client.id, client.name, client.permit_type, client.rate_per_s, client.rate_burst
+        ).to_json()
         for client in active
     }
     staging = f"{TOKENS_KEY}:staging"

@@ -38,6 +38,17 @@ class Settings:
     token_cache_s: float = 5.0
     # Times carry no offset; the contract says they are UTC unless configured otherwise.
     default_timezone: str = "UTC"
+    # A batch push (1..1000 permits) may be this large; single pushes keep max_body_bytes.
+    max_batch_body_bytes: int = 2 * 1024 * 1024
+    # Per-client token bucket (a client's own setting wins); 0 turns the limit off.
+    rate_limit_per_s: float = 1000.0
+    rate_limit_burst: int = 2000
+    # Status and enforcement reads: "" reads DATABASE_URL, "none" never opens a database
+    # (pushes, updates and deletes still work; the read endpoints answer 503).
+    read_database_url: str = ""
+    read_threads: int = 4
+    # Enforcement lookup: a permit still counts this many seconds after its end time.
+    lookup_grace_s: int = 0
     # Worker.
     token_publish_s: float = 30.0
     zone_cache_s: float = 5.0
@@ -76,6 +87,10 @@ class Settings:
             raise ConfigError(f"LOG_FORMAT={self.log_format!r} must be json or console")
         if self.batch_max_permits < 1 or self.batch_window_ms < 0:
             raise ConfigError("BATCH_MAX_PERMITS must be >= 1 and BATCH_WINDOW_MS >= 0")
+        if self.rate_limit_per_s < 0 or self.rate_limit_burst < 1:
+            raise ConfigError("RATE_LIMIT_PER_S must be >= 0 and RATE_LIMIT_BURST >= 1")
+        if self.lookup_grace_s < 0 or self.read_threads < 1:
+            raise ConfigError("LOOKUP_GRACE_S must be >= 0 and READ_THREADS >= 1")
         try:
             ZoneInfo(self.default_timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -84,3 +99,10 @@ class Settings:
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.default_timezone)
+
+    @property
+    def reads_database_url(self) -> str | None:
+        """The database the receiver's read endpoints use, or None when they have none."""
+        if self.read_database_url.lower() == "none":
+            return None
+        return self.read_database_url or self.database_url

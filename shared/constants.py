@@ -2,6 +2,7 @@
 
 # The receiver enqueues by dotted path so that `ingest` never imports `worker`.
 PERSIST_PERMITS_JOB = "worker.jobs.persist_permits"
+APPLY_OPERATIONS_JOB = "worker.jobs.apply_operations"
 
 # Redis keys of our own; RQ keeps its own under "rq:".
 KEY_PREFIX = "ingest:"
@@ -9,11 +10,20 @@ TOKENS_KEY = KEY_PREFIX + "tokens"  # hash: sha256(token) -> client JSON
 TOKENS_LOADED_KEY = KEY_PREFIX + "tokens:loaded"  # set once the hash is complete
 DEDUP_KEY_PREFIX = KEY_PREFIX + "dedup:"  # dedup:<client id>:<fingerprint> -> reference id
 IDEMPOTENCY_KEY_PREFIX = KEY_PREFIX + "idem:"  # idem:<client id>:<sha256 of key>
+# ref:<reference id> -> owning client id: set with the create's enqueue, kept REFERENCE_TTL_S.
+REFERENCE_KEY_PREFIX = KEY_PREFIX + "ref:"
+# One counter for every update and delete: its order is the order they were received.
+OPERATION_SEQ_KEY = KEY_PREFIX + "opseq"
+RATE_KEY_PREFIX = KEY_PREFIX + "rate:"  # rate:<client id> -> token bucket (hash)
 
 DEDUP_TTL_S = 24 * 60 * 60
+REFERENCE_TTL_S = DEDUP_TTL_S
+# A batch push carries 1 to this many permits.
+BATCH_PUSH_MAX = 1000
 # A finished batch job is kept for an hour so `rq info` and the dashboard can show it.
 JOB_RESULT_TTL_S = 60 * 60
 JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60
 
 PERMIT_TYPES = ("Validator", "Temporary", "Standard")
 CURRENCIES = ("CAD", "USD")
+OPERATION_KINDS = ("update", "delete")

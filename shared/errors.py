@@ -27,3 +27,19 @@ class ClientNotFoundError(PermitPushError):
 
 class IdempotencyConflictError(PermitPushError):
     """An Idempotency-Key was used before with a different body."""
+
+
+class RecordNotFoundError(PermitPushError):
+    """No permit with that reference id belongs to the client (OPS-COM 9009)."""
+
+
+class RateLimitedError(PermitPushError):
+    """The client is over its rate limit; ``retry_after_s`` says when a token is back."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"rate limited; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class ReadsUnavailableError(PermitPushError):
+    """The receiver's read endpoints have no database (none configured, or it is away)."""

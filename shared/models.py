@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -84,6 +86,9 @@ class ApiClient(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Token bucket; null: the deployment's RATE_LIMIT_PER_S / RATE_LIMIT_BURST.
+    rate_per_s: Mapped[float | None] = mapped_column(Float)
+    rate_burst: Mapped[int | None] = mapped_column(Integer)
 
 
 class Zone(Base):
@@ -107,6 +112,8 @@ class ZoneAlias(Base):
 
 
 DISCONNECTED = text("zone_id IS NULL AND zone_normalized IS NOT NULL")
+NOT_DELETED = text("deleted_at IS NULL")
+PARKED = text("state = 'parked'")
 
 
 class Permit(Base):
@@ -114,8 +121,14 @@ class Permit(Base):
 
     __tablename__ = "permits"
     __table_args__ = (
-        # Enforcement lookups: "is this plate paid now?".
-        Index("ix_permits_plate_normalized_ends_at", "plate_normalized", "ends_at"),
+        # Enforcement lookups, "is this plate paid now?": deleted permits never answer.
+        Index(
+            "ix_permits_active_plate",
+            "plate_normalized",
+            "ends_at",
+            postgresql_where=NOT_DELETED,
+            sqlite_where=NOT_DELETED,
+        ),
         # Reconciliation scans only the disconnected permits.
         Index(
             "ix_permits_disconnected_zone",
@@ -146,6 +159,48 @@ class Permit(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The highest operation sequence number folded into this row (0: as created).
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PermitOperation(Base):
+    """An update or delete as received, and what became of it.
+
+    ``seq`` is the order of receipt (one Redis counter for all operations). Operations
+    may reach the database in another order, or before their permit: they are parked,
+    and the permit row is always the in-order fold of its create and its operations.
+    Seq 0 (kind ``create``) snapshots the permit as created, taken when the first
+    operation is applied, so a late operation can be folded in at its place.
+    """
+
+    __tablename__ = "permit_operations"
+    __table_args__ = (
+        UniqueConstraint("reference_id", "seq"),
+        CheckConstraint("kind IN ('create', 'update', 'delete')", name="kind"),
+        CheckConstraint("state IN ('parked', 'applied', 'rejected', 'not_found')", name="state"),
+        # The worker storing a create looks for operations waiting for it.
+        Index(
+            "ix_permit_operations_parked",
+            "reference_id",
+            postgresql_where=PARKED,
+            sqlite_where=PARKED,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reference_id: Mapped[str] = mapped_column(String(36))
+    client_id: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(10))
+    changes: Mapped[dict[str, object]] = mapped_column(JSON)
+    # False: the receiver could not tell that the create was issued (outside Redis's
+    # window, no database): a missing permit is then not found, not awaited.
+    create_expected: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(10), default="parked")
+    reason: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeadLetter(Base):

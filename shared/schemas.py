@@ -266,13 +266,13 @@ def load_permit(body: Any) -> PermitIn:
 
 
 def _resolve_aliases(
-    body: Mapping[str, Any],
+    body: Mapping[str, Any], aliases: Mapping[str, tuple[str, ...]] = ALIASES
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, list[Problem]]]:
     """Map each attribute to its canonical name, remembering the name the client used."""
     canonical: dict[str, Any] = {}
     sent_as: dict[str, str] = {}
     errors: dict[str, list[Problem]] = {}
-    for name, names in ALIASES.items():
+    for name, names in aliases.items():
         present = [alias for alias in names if alias in body]
         if not present:
             continue

@@ -15,6 +15,9 @@ class ClientInfo:
     id: int
     name: str
     permit_type: str
+    # Token bucket of this client; None: the deployment's default (0 per second: no limit).
+    rate_per_s: float | None = None
+    rate_burst: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

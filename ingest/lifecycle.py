@@ -1,0 +1,104 @@
+"""Handlers for the rest of a permit's life: update, delete, status, enforcement lookup."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from ingest.handlers import authenticate, read_json
+from ingest.keys import LIMITER, OPERATIONS, READS, REDIS, SETTINGS, TOKENS
+from ingest.operations import OperationItem
+from ingest.reading import PermitReads
+from ingest.responses import ApiError, json_response, success_body
+from shared import codes
+from shared.constants import REFERENCE_KEY_PREFIX
+from shared.errors import RecordNotFoundError
+from shared.lifecycle import OperationKind, is_reference_id, load_lookup, load_operation
+from shared.tokens import ClientInfo
+
+
+async def update_permit(request: web.Request) -> web.Response:
+    """POST /api/OC-TOMA/v1/permits/update: change plate, amount, currency or end time."""
+    return await _operate(request, "update")
+
+
+async def delete_permit(request: web.Request) -> web.Response:
+    """POST /api/OC-TOMA/v1/permits/delete: cancel a permit (the row is kept, marked)."""
+    return await _operate(request, "delete")
+
+
+async def _operate(request: web.Request, kind: OperationKind) -> web.Response:
+    received_at = datetime.now(UTC)
+    operation = load_operation(kind, await read_json(request))
+    client = await authenticate(request, operation.api_token)
+    if not is_reference_id(operation.reference_id):
+        raise RecordNotFoundError(operation.reference_id)  # never one of ours
+    item = OperationItem(client, operation, received_at)
+    reference_id = await request.app[OPERATIONS].submit(item)
+    return json_response(success_body(reference_id))
+
+
+async def permit_status(request: web.Request) -> web.Response:
+    """GET /api/OC-TOMA/v1/permits/{reference_id}: queued, stored, ... with the permit."""
+    client = await bearer_client(request)
+    reference_id = request.match_info["reference_id"].lower()
+    if not is_reference_id(reference_id):
+        raise RecordNotFoundError(reference_id)
+    found = await reads(request).status(client.id, reference_id)
+    if found is None and await _queued_for(request, client, reference_id):
+        body = {"status": "success", "reference_id": reference_id, "permit_status": "queued"}
+        return json_response({**body, "permit": None, "operations": []})
+    if found is None:
+        raise RecordNotFoundError(reference_id)
+    body = {"status": "success", "reference_id": reference_id, "permit_status": found.status}
+    return json_response({**body, "permit": found.permit, "operations": found.operations})
+
+
+async def active_permits(request: web.Request) -> web.Response:
+    """GET /api/OC-TOMA/v1/permits/active?plate=P[&zone=Z][&at=T]: is this plate paid?"""
+    await bearer_client(request)
+    settings = request.app[SETTINGS]
+    query = load_lookup(request.query)
+    at = query.at or datetime.now(UTC)
+    at = (at if at.tzinfo is not None else at.replace(tzinfo=settings.timezone)).astimezone(UTC)
+    grace = timedelta(seconds=settings.lookup_grace_s)
+    permits = await reads(request).active(query.plate_normalized, query.zone, at, grace)
+    return json_response(
+        {
+            "status": "success",
+            "plate": query.plate_normalized,
+            "zone": query.zone,
+            "at": at.isoformat(),
+            "grace_s": settings.lookup_grace_s,
+            "active": bool(permits),
+            "permits": permits,
+        }
+    )
+
+
+async def bearer_client(request: web.Request) -> ClientInfo:
+    """The client of ``Authorization: Bearer <token>``, within its rate limit."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, codes.TOKEN_MISSING, errors={"Authorization": ["Must be: Bearer <API token>."]}
+        )
+    client = await request.app[TOKENS].authenticate(token.strip())
+    if client is None:
+        raise ApiError(
+            401, codes.TOKEN_NOT_PERMITTED, errors={"Authorization": ["Is not permitted."]}
+        )
+    await request.app[LIMITER].check(client)
+    return client
+
+
+def reads(request: web.Request) -> PermitReads:
+    return request.app[READS]
+
+
+async def _queued_for(request: web.Request, client: ClientInfo, reference_id: str) -> bool:
+    """Redis knows the owner of every id issued in the last day: one not stored is queued."""
+    owner = await asyncio.to_thread(request.app[REDIS].get, REFERENCE_KEY_PREFIX + reference_id)
+    return owner is not None and int(owner) == client.id

@@ -1,0 +1,168 @@
+"""Updates and deletes: numbered in order of receipt, checked for ownership, enqueued.
+
+Runs in the batcher's worker thread (RQ and this Redis client are synchronous). A flush
+is two Redis round trips however many operations it carries:
+
+1. one pipeline that takes a block of sequence numbers from the shared counter and reads
+   each reference id's owner (``ingest:ref:<id>``, written with the create's enqueue);
+2. one MULTI that enqueues the operations as ONE RQ job.
+
+What the receiver can know without the database: Redis holds the owner of every
+reference id issued in the last REFERENCE_TTL_S (24 h). An id owned by another client is
+refused at once (9009). An id Redis no longer knows is checked in the database when the
+receiver has one (``PermitReader``); without one it is enqueued with
+``create_expected=False`` and the worker decides, recording "not found" for the status
+endpoint. Ordering is the worker's job: see worker/operations.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import structlog
+from redis import Redis
+from rq import Queue
+
+from ingest.queue import JOB_RETRY
+from shared.config import Settings
+from shared.constants import (
+    APPLY_OPERATIONS_JOB,
+    JOB_FAILURE_TTL_S,
+    JOB_RESULT_TTL_S,
+    OPERATION_SEQ_KEY,
+    REFERENCE_KEY_PREFIX,
+    REFERENCE_TTL_S,
+)
+from shared.errors import RecordNotFoundError
+from shared.lifecycle import OperationChanges, OperationIn, OperationJob
+from shared.tokens import ClientInfo
+
+log = structlog.get_logger(__name__)
+
+# reference ids -> {reference id: owning client id} for the ids the database holds;
+# raises when the database cannot answer.
+OwnerLookup = Callable[[list[str]], dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationItem:
+    """One accepted update or delete, waiting for its batch."""
+
+    client: ClientInfo
+    operation: OperationIn
+    received_at: datetime
+
+
+class OperationEnqueuer:
+    """Numbers, checks and enqueues a micro-batch of operations as one job."""
+
+    def __init__(
+        self, redis: Redis, queue: Queue, settings: Settings, owners: OwnerLookup | None
+    ) -> None:
+        self.redis = redis
+        self.queue = queue
+        self._owners = owners
+        self._timezone = settings.timezone
+        self._job_timeout_s = settings.job_timeout_s
+
+    def enqueue(self, items: list[OperationItem]) -> list[str | Exception]:
+        """Enqueue ``items``; return each one's reference id, or the error refusing it."""
+        seqs, owners = self._number_and_read_owners(items)
+        unknown = sorted(
+            {i.operation.reference_id for i, o in zip(items, owners, strict=True) if o is None}
+        )
+        in_database = self._database_owners(unknown)
+        outcomes: list[str | Exception] = []
+        jobs: list[OperationJob] = []
+        confirmed: dict[str, int] = {}
+        for item, seq, owner in zip(items, seqs, owners, strict=True):
+            reference_id = item.operation.reference_id
+            if owner is None and in_database is not None:
+                owner = in_database.get(reference_id)
+                if owner == item.client.id:
+                    confirmed[reference_id] = owner
+            if owner is not None and owner != item.client.id:
+                outcomes.append(RecordNotFoundError(reference_id))  # not this client's
+            elif owner is None and in_database is not None:
+                outcomes.append(RecordNotFoundError(reference_id))  # issued to nobody
+            else:
+                # owner None here: neither Redis nor a database could tell; the worker will.
+                jobs.append(self._to_job(item, seq, create_expected=owner is not None))
+                outcomes.append(reference_id)
+        if jobs:
+            self._enqueue_job(jobs, confirmed)
+        return outcomes
+
+    def _number_and_read_owners(
+        self, items: list[OperationItem]
+    ) -> tuple[list[int], list[int | None]]:
+        """Round trip 1: a block of sequence numbers, and each reference id's owner."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            # A counter lost with Redis's data restarts from the clock in microseconds,
+            # above every number handed out before (that would take > 10^6 a second).
+            pipe.set(OPERATION_SEQ_KEY, time.time_ns() // 1000, nx=True)
+            pipe.incrby(OPERATION_SEQ_KEY, len(items))
+            for item in items:
+                pipe.get(REFERENCE_KEY_PREFIX + item.operation.reference_id)
+            _, last, *raw_owners = pipe.execute()
+        first = int(last) - len(items) + 1
+        owners = [int(raw) if raw is not None else None for raw in raw_owners]
+        return list(range(first, first + len(items))), owners
+
+    def _database_owners(self, reference_ids: list[str]) -> dict[str, int] | None:
+        """Owners from the database for ids Redis no longer knows; None: cannot tell."""
+        if not reference_ids:
+            return {}
+        if self._owners is None:
+            return None
+        try:
+            return self._owners(reference_ids)
+        except Exception as exc:  # the database is away: the worker decides instead
+            log.warning("owner_lookup_failed", error=type(exc).__name__)
+            return None
+
+    def _enqueue_job(self, jobs: list[OperationJob], confirmed: dict[str, int]) -> None:
+        """Round trip 2: one job for the batch; owners found in the database go back to Redis."""
+        job = self.queue.create_job(
+            APPLY_OPERATIONS_JOB,
+            kwargs={"operations": jobs},
+            description=f"apply_operations({len(jobs)} operations)",
+            timeout=self._job_timeout_s,
+            result_ttl=JOB_RESULT_TTL_S,
+            failure_ttl=JOB_FAILURE_TTL_S,
+            retry=JOB_RETRY,
+        )
+        with self.redis.pipeline() as pipe:
+            self.queue.enqueue_job(job, pipeline=pipe)  # RQ opens the MULTI
+            for reference_id, owner in confirmed.items():
+                pipe.set(REFERENCE_KEY_PREFIX + reference_id, owner, ex=REFERENCE_TTL_S)
+            pipe.execute()
+
+    def _to_job(self, item: OperationItem, seq: int, create_expected: bool) -> OperationJob:
+        op = item.operation
+        changes = OperationChanges()
+        if op.plate is not None and op.plate_normalized is not None:
+            changes["plate"], changes["plate_normalized"] = op.plate, op.plate_normalized
+        if op.amount is not None:
+            changes["amount"] = op.amount
+        if op.currency is not None:
+            changes["currency"] = op.currency
+        if op.end_raw is not None and op.end is not None:
+            changes["end_raw"], changes["ends_at"] = op.end_raw, _instant(op.end, self._timezone)
+        return OperationJob(
+            reference_id=op.reference_id,
+            client_id=item.client.id,
+            seq=seq,
+            kind=op.kind,
+            changes=changes,
+            received_at=item.received_at.isoformat(),
+            create_expected=create_expected,
+        )
+
+
+def _instant(local: datetime, timezone: ZoneInfo) -> str:
+    return local.replace(tzinfo=timezone).astimezone(UTC).isoformat()

@@ -1,0 +1,252 @@
+"""The receiver's database reads: permit status, enforcement lookup, owners of old ids.
+
+Pushes never come here: the receiver takes permits with Redis alone. These reads need
+the database (it is the system of record; Redis holds only what is queued). They run on
+a small thread pool with a synchronous engine, so a slow query never blocks the event
+loop, and they are optional: with READ_DATABASE_URL=none the receiver never opens a
+database, and the read endpoints answer 503 while pushes go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    String,
+    and_,
+    bindparam,
+    create_engine,
+    make_url,
+    or_,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ingest.reading import PermitStatus
+from shared.config import Settings
+from shared.db import make_engine
+from shared.errors import ReadsUnavailableError
+from shared.models import DeadLetter, Permit, PermitOperation, Zone, ZoneAlias
+from shared.normalize import normalize_zone
+
+T = TypeVar("T")
+
+
+class PermitReader:
+    """Synchronous queries on their own threads, awaited by the handlers."""
+
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        threads = settings.read_threads
+        self._engine = _read_engine(settings, database_url, threads)
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="reads")
+        # Each read thread keeps its own connection: checking one out of the pool and
+        # back for every lookup cost more than the indexed query itself (measured).
+        self._local = threading.local()
+        self._connections: list[Connection] = []
+        self._lock = threading.Lock()
+
+    async def _run(self, query: Callable[[Session], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.run_sync, query
+        )
+
+    def run_sync(self, query: Callable[[Session], T]) -> T:
+        """Run ``query`` on this thread's connection; a database fault is a 503."""
+        try:
+            with Session(bind=self._connection()) as session:
+                return query(session)
+        except SQLAlchemyError as exc:
+            self._discard_connection()  # reconnect on the next read
+            raise ReadsUnavailableError(type(exc).__name__) from exc
+
+    def _connection(self) -> Connection:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._engine.connect()
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def _discard_connection(self) -> None:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            with self._lock:
+                self._connections.remove(connection)
+            connection.invalidate()
+
+    async def status(self, client_id: int, reference_id: str) -> PermitStatus | None:
+        """The permit as stored (or failed), if it is ``client_id``'s; None otherwise."""
+        return await self._run(lambda session: _status(session, client_id, reference_id))
+
+    async def active(
+        self, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
+    ) -> list[dict[str, Any]]:
+        """Permits of that plate covering ``at`` (ended at most ``grace`` before)."""
+        return await self._run(
+            lambda session: active_permits(session, plate_normalized, zone, at, grace)
+        )
+
+    def owners(self, reference_ids: list[str]) -> dict[str, int]:
+        """Owning client of each stored id (synchronous: the enqueue thread calls it)."""
+        rows = self.run_sync(
+            lambda session: session.execute(
+                select(Permit.reference_id, Permit.client_id).where(
+                    Permit.reference_id.in_(reference_ids)
+                )
+            ).all()
+        )
+        return {reference_id: client_id for reference_id, client_id in rows}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._engine.dispose()
+
+
+def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:
+    if make_url(database_url).get_backend_name() == "sqlite":
+        return make_engine(dataclasses.replace(settings, database_url=database_url))
+    # One round trip per query: autocommit (each read stands alone, so no BEGIN/ROLLBACK
+    # around it) and no pre-ping. A connection the server dropped fails one request with
+    # a 503 and the pool replaces it.
+    return create_engine(
+        database_url, pool_size=threads, max_overflow=0, isolation_level="AUTOCOMMIT"
+    )
+
+
+def _status(session: Session, client_id: int, reference_id: str) -> PermitStatus | None:
+    permit = session.scalar(select(Permit).where(Permit.reference_id == reference_id))
+    if permit is not None:
+        if permit.client_id != client_id:
+            return None  # another client's permit: as if it did not exist
+        operations = session.scalars(
+            select(PermitOperation)
+            .where(
+                PermitOperation.reference_id == reference_id,
+                PermitOperation.kind != "create",
+                PermitOperation.client_id == client_id,
+            )
+            .order_by(PermitOperation.seq)
+        )
+        return PermitStatus(
+            _permit_status(permit), permit_body(permit), [_operation_body(o) for o in operations]
+        )
+    letter = session.scalar(
+        select(DeadLetter).where(DeadLetter.reference_id == reference_id).limit(1)
+    )
+    if letter is not None and letter.payload.get("client_id") == client_id:
+        return PermitStatus("failed", None, [])
+    return None
+
+
+def _permit_status(permit: Permit) -> str:
+    if permit.deleted_at is not None:
+        return "deleted"
+    if permit.zone_id is None and permit.zone_normalized is not None:
+        return "disconnected"
+    return "stored"
+
+
+def active_permits(
+    session: Session, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
+) -> list[dict[str, Any]]:
+    """The enforcement query: one prepared statement on ix_permits_active_plate."""
+    params: dict[str, Any] = {"plate": plate_normalized, "since": at - grace, "at": at}
+    if zone is None:
+        rows = session.execute(_ACTIVE, params)
+    else:
+        rows = session.execute(_ACTIVE_IN_ZONE, {**params, "zone": normalize_zone(zone)})
+    return [{**permit_body(row), "in_grace": _aware(row.ends_at) < at} for row in rows]
+
+
+def _zone_matches(name: BindParameter[str]) -> ColumnElement[bool]:
+    """The zone named ``name`` or aliased so; unknown names match disconnected permits."""
+    zone_ids = (
+        select(Zone.id)
+        .where(Zone.name_normalized == name)
+        .union(select(ZoneAlias.zone_id).where(ZoneAlias.alias_normalized == name))
+    )
+    # Permits not linked yet (pushed before the zone or alias was added) match by name.
+    spellings = (
+        select(Zone.name_normalized)
+        .where(Zone.id.in_(zone_ids))
+        .union(select(ZoneAlias.alias_normalized).where(ZoneAlias.zone_id.in_(zone_ids)))
+    )
+    return or_(
+        Permit.zone_id.in_(zone_ids),
+        and_(
+            Permit.zone_id.is_(None),
+            or_(Permit.zone_normalized == name, Permit.zone_normalized.in_(spellings)),
+        ),
+    )
+
+
+# Built once: a lookup binds values into a cached, compiled (and, on PostgreSQL,
+# server-prepared) statement instead of building a new one (measured: half its time).
+_ACTIVE = (
+    select(*Permit.__table__.columns)
+    .where(
+        Permit.plate_normalized == bindparam("plate"),
+        Permit.deleted_at.is_(None),
+        Permit.ends_at >= bindparam("since"),
+        Permit.starts_at <= bindparam("at"),
+    )
+    .order_by(Permit.ends_at.desc())
+)
+_ACTIVE_IN_ZONE = _ACTIVE.where(_zone_matches(bindparam("zone", type_=String)))
+
+
+def permit_body(permit: Permit | Row[Any]) -> dict[str, Any]:
+    """A stored permit (ORM object or row of the permits table) as the reads show it."""
+    return {
+        "reference_id": permit.reference_id,
+        "permit_type": permit.permit_type,
+        "plate": permit.plate,
+        "zone": permit.zone_name,
+        "zone_id": permit.zone_id,
+        "permitNo": permit.permit_no,
+        "Amount": str(permit.amount) if permit.amount is not None else None,
+        "CurrencyID": permit.currency,
+        "startTime": permit.start_raw,
+        "endTime": permit.end_raw,
+        "starts_at": _iso(permit.starts_at),
+        "ends_at": _iso(permit.ends_at),
+        "received_at": _iso(permit.received_at),
+        "stored_at": _iso(permit.stored_at),
+        "updated_at": _iso(permit.updated_at),
+        "deleted_at": _iso(permit.deleted_at),
+    }
+
+
+def _operation_body(operation: PermitOperation) -> dict[str, Any]:
+    return {
+        "kind": operation.kind,
+        "state": operation.state,
+        "reason": operation.reason,
+        "received_at": _iso(operation.received_at),
+    }
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return _aware(value).isoformat() if value is not None else None

@@ -1,0 +1,238 @@
+"""Updates and deletes, applied in the order received whatever order they arrive in.
+
+The receiver numbers every operation from one Redis counter (``seq``): that is the order
+received. Jobs may still reach the database out of that order (several workers, RQ
+retries), and an operation may arrive before its permit's create is stored. So:
+
+1. An operation is first recorded in ``permit_operations`` as *parked* and committed
+   (idempotent on ``(reference_id, seq)``: a re-run job records nothing new).
+2. Then its permit is *drained*: under the permit's row lock (``SELECT ... FOR UPDATE``;
+   on SQLite the database write lock, ``BEGIN IMMEDIATE``), the permit row is rebuilt as
+   the fold, in ``seq`` order, of its state as created (snapshot at seq 0, taken when the
+   first operation is applied) and every operation recorded for it. A late operation is
+   folded in at its place: an update received before a delete that was applied first is
+   still applied, and one received after it is rejected, whichever job ran first.
+3. Storing a create drains it too (``drain`` after ``store_permits``): operations parked
+   while the create was queued are applied then.
+
+Each side commits its fact (the operation, or the permit) before it drains, and each drain
+re-reads under the lock, so whichever of the two commits last sees the other: nothing
+stays parked, and two drains of one permit simply agree (the fold is deterministic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.lifecycle import OperationJob
+from shared.models import Permit, PermitOperation, utcnow
+
+log = structlog.get_logger(__name__)
+
+# The attributes an operation can change, as keys of OperationChanges.
+_FIELDS = ("plate", "plate_normalized", "amount", "currency", "end_raw", "ends_at")
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    applied: int = 0  # operations applied now (first time)
+    rejected: int = 0  # an update of a deleted permit, or an end time before the start
+    not_found: int = 0  # no such permit for that client
+    parked: int = 0  # still waiting for their permit's create
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "applied": self.applied,
+            "rejected": self.rejected,
+            "not_found": self.not_found,
+            "parked": self.parked,
+        }
+
+
+def apply_batch(session: Session, operations: Sequence[OperationJob]) -> DrainResult:
+    """Record ``operations`` (idempotently), then fold them into their permits."""
+    record_operations(session, operations)
+    return drain(session, {op["reference_id"] for op in operations})
+
+
+def record_operations(session: Session, operations: Sequence[OperationJob]) -> None:
+    """Commit each operation as parked; one already recorded (a re-run job) is skipped."""
+    rows = [
+        {
+            "reference_id": op["reference_id"],
+            "client_id": op["client_id"],
+            "seq": op["seq"],
+            "kind": op["kind"],
+            "changes": dict(op["changes"]),
+            "create_expected": op["create_expected"],
+            "state": "parked",
+            "received_at": datetime.fromisoformat(op["received_at"]),
+        }
+        for op in operations
+    ]
+    with session.begin():
+        session.execute(_insert_ignoring_duplicates(session), rows)
+
+
+def drain(session: Session, reference_ids: Iterable[str]) -> DrainResult:
+    """Fold the parked operations of ``reference_ids`` into their permits, in seq order."""
+    wanted = sorted(set(reference_ids))
+    if not wanted:
+        return DrainResult()
+    with session.begin():
+        _lock_database_if_sqlite(session)
+        parked = set(
+            session.scalars(
+                select(PermitOperation.reference_id)
+                .where(PermitOperation.reference_id.in_(wanted), PermitOperation.state == "parked")
+                .distinct()
+            )
+        )
+        if not parked:
+            return DrainResult()
+        # Locked in one order (by reference id) so two drains cannot deadlock.
+        permits = {
+            p.reference_id: p
+            for p in session.scalars(
+                select(Permit)
+                .where(Permit.reference_id.in_(sorted(parked)))
+                .order_by(Permit.reference_id)
+                .with_for_update()
+            )
+        }
+        operations: dict[str, list[PermitOperation]] = {}
+        for op in session.scalars(
+            select(PermitOperation)
+            .where(PermitOperation.reference_id.in_(sorted(parked)))
+            .order_by(PermitOperation.reference_id, PermitOperation.seq)
+        ):
+            operations.setdefault(op.reference_id, []).append(op)
+        counts = {"applied": 0, "rejected": 0, "not_found": 0, "parked": 0}
+        for reference_id, ops in operations.items():
+            permit = permits.get(reference_id)
+            if permit is None:
+                _without_permit(ops, counts)
+            else:
+                _fold(session, permit, ops, counts)
+    return DrainResult(**counts)
+
+
+def _without_permit(ops: list[PermitOperation], counts: dict[str, int]) -> None:
+    for op in ops:
+        if op.state != "parked":
+            continue
+        if op.create_expected:
+            counts["parked"] += 1  # its create is still queued (or dead-lettered)
+        else:
+            op.state, op.reason, op.applied_at = "not_found", "no such permit", utcnow()
+            counts["not_found"] += 1
+
+
+def _fold(
+    session: Session, permit: Permit, ops: list[PermitOperation], counts: dict[str, int]
+) -> None:
+    """Rebuild ``permit`` as its create followed by ``ops`` in seq order."""
+    base = next((op for op in ops if op.kind == "create"), None)
+    if base is None:
+        # No operation was ever applied: the row is still as created. Keep that state.
+        base = PermitOperation(
+            reference_id=permit.reference_id,
+            client_id=permit.client_id,
+            seq=0,
+            kind="create",
+            changes=_snapshot(permit),
+            create_expected=True,
+            state="applied",
+            received_at=permit.received_at,
+            applied_at=utcnow(),
+        )
+        session.add(base)
+    state: dict[str, Any] = dict(base.changes)
+    deleted_at: datetime | None = None
+    last_seq = 0
+    for op in ops:
+        if op.kind == "create" or op.state == "not_found":
+            continue
+        last_seq = max(last_seq, op.seq)
+        if op.client_id != permit.client_id:
+            outcome, reason = "not_found", "not this client's permit"
+        elif deleted_at is not None:
+            outcome, reason = (
+                ("applied", "already deleted")
+                if op.kind == "delete"
+                else (
+                    "rejected",
+                    "the permit was deleted before this update",
+                )
+            )
+        elif op.kind == "delete":
+            deleted_at, (outcome, reason) = op.received_at, ("applied", None)
+        elif _instant(str(op.changes.get("ends_at", state["ends_at"]))) <= _aware(permit.starts_at):
+            outcome, reason = "rejected", "the end time is not after the start time"
+        else:
+            state.update({k: v for k, v in op.changes.items() if k in _FIELDS})
+            outcome, reason = "applied", None
+        if (op.state, op.reason) != (outcome, reason):
+            if op.state == "parked":
+                counts[outcome] += 1
+            op.state, op.reason, op.applied_at = outcome, reason, utcnow()
+    _write(permit, state, deleted_at, last_seq)
+
+
+def _write(
+    permit: Permit, state: dict[str, Any], deleted_at: datetime | None, last_seq: int
+) -> None:
+    permit.plate, permit.plate_normalized = state["plate"], state["plate_normalized"]
+    permit.amount = Decimal(state["amount"]) if state["amount"] is not None else None
+    permit.currency = state["currency"]
+    permit.end_raw, permit.ends_at = state["end_raw"], _instant(state["ends_at"])
+    permit.deleted_at = deleted_at
+    permit.last_seq = last_seq
+    permit.updated_at = utcnow()
+
+
+def _snapshot(permit: Permit) -> dict[str, Any]:
+    return {
+        "plate": permit.plate,
+        "plate_normalized": permit.plate_normalized,
+        "amount": str(permit.amount) if permit.amount is not None else None,
+        "currency": permit.currency,
+        "end_raw": permit.end_raw,
+        "ends_at": _aware(permit.ends_at).isoformat(),
+    }
+
+
+def _instant(value: str) -> datetime:
+    return _aware(datetime.fromisoformat(value))
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite gives back naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _lock_database_if_sqlite(session: Session) -> None:
+    # SQLite has no row locks, and pysqlite starts a transaction only at the first write,
+    # so reads before it could be stale: take the write lock first. PostgreSQL locks the
+    # permit rows instead (FOR UPDATE below).
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _insert_ignoring_duplicates(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    keys = ["reference_id", "seq"]
+    if dialect == "postgresql":
+        return postgresql.insert(PermitOperation).on_conflict_do_nothing(index_elements=keys)
+    if dialect == "sqlite":
+        return sqlite.insert(PermitOperation).on_conflict_do_nothing(index_elements=keys)
+    return insert(PermitOperation)
