@@ -116,6 +116,9 @@ def _redis_for_dev(settings: Settings) -> Iterator[str]:
             "install redis-server, or pip install 'permit-push[embedded]'"
         ) from None
     fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    # A client blocked in BLPOP would keep a non-daemon handler thread, and so this
+    # command, alive after Ctrl-C.
+    fake.daemon_threads = True
     thread = threading.Thread(target=fake.serve_forever, daemon=True)
     thread.start()
     try:
