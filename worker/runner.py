@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 
 import structlog
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.serializers import JSONSerializer
 
 from shared.clients import publish_tokens
 from shared.config import Settings
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
+from worker.recovery import HeartbeatWorker
 
 log = structlog.get_logger(__name__)
 
@@ -30,11 +31,16 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     publisher.publish_once()  # the receiver can authenticate before the first interval
     publisher.start()
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
-    worker = SimpleWorker(
+    worker = HeartbeatWorker(
         [queue],
         connection=redis,
         serializer=JSONSerializer,
         log_job_description=False,  # job arguments are permits: never log them
+        abandoned_job_s=settings.abandoned_job_s,
+        # RQ blocks an idle worker in BLMOVE for worker_ttl - 15 s and only then checks
+        # whether maintenance (which re-runs abandoned jobs) is due: keep both short.
+        worker_ttl=settings.maintenance_interval_s + 15,
+        maintenance_interval=settings.maintenance_interval_s,
     )
     try:
         worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
