@@ -7,7 +7,9 @@ database refused, with its reason). Job ids are UUIDs; dead letters are numbered
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from cli.checks import require_redis
 from ingest.queue import JOB_RETRY
@@ -90,6 +92,15 @@ def last_line(text: str | None) -> str:
     return lines[-1].strip() if lines else ""
 
 
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(settings)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
 def _pending_letters(session: Session) -> list[DeadLetter]:
     query = select(DeadLetter).where(DeadLetter.requeued_at.is_(None)).order_by(DeadLetter.id)
     return list(session.scalars(query))
@@ -113,7 +124,7 @@ def list_(settings: Settings) -> None:
         result = job.latest_result()
         reason = last_line(result.exc_string if result is not None else None)
         click.echo(f"  {job.id}  {ended}  {len(permits_of(job))} permits  {reason[:100]}")
-    with make_sessionmaker(make_engine(settings))() as session:
+    with _database(settings) as sessions, sessions() as session:
         letters = _pending_letters(session)
     click.echo(f"dead letters: {len(letters)}")
     for letter in letters:
@@ -127,7 +138,7 @@ def list_(settings: Settings) -> None:
 def show(settings: Settings, failure_id: str) -> None:
     """Show one failed batch (job id) or dead letter (number) with its reason."""
     if failure_id.isdigit():
-        with make_sessionmaker(make_engine(settings))() as session:
+        with _database(settings) as sessions, sessions() as session:
             letter = session.get(DeadLetter, int(failure_id))
             if letter is None:
                 raise NotFailedError(f"no dead letter {failure_id}")
@@ -167,7 +178,7 @@ def requeue(settings: Settings, failure_ids: tuple[str, ...], all_: bool) -> Non
     for job_id in job_ids:
         count = failures.requeue_job(job_id)
         click.echo(f"requeued batch {job_id} ({count} permits)")
-    with make_sessionmaker(make_engine(settings)).begin() as session:
+    with _database(settings) as sessions, sessions.begin() as session:
         letters = _pending_letters(session) if all_ else []
         for letter_id in letter_ids:
             letter = session.get(DeadLetter, letter_id)

@@ -79,7 +79,7 @@ def test_redis_killed_and_restarted_from_its_aof(stack: Stack) -> None:
     serve = stack.serve()
     worker = stack.worker()
     wait_for_port(stack.port)
-    fleet = Fleet(stack.base_url, stack.token, count=1500, prefix="redis", deadline_s=60)
+    fleet = Fleet(stack.base_url, stack.token, count=800, prefix="redis", deadline_s=60)
     fleet.start()
     wait_until(lambda: fleet.acked_count >= 300, 30, "first permits acknowledged")
     stack.redis.kill()  # SIGKILL: whatever the AOF holds is all that survives
@@ -102,7 +102,7 @@ def test_postgres_stopped_ten_seconds(stack: Stack) -> None:
     serve = stack.serve()
     worker = stack.worker()
     wait_for_port(stack.port)
-    fleet = Fleet(stack.base_url, stack.token, count=1500, prefix="pg", deadline_s=60)
+    fleet = Fleet(stack.base_url, stack.token, count=600, prefix="pg", deadline_s=60)
     fleet.start()
     wait_until(lambda: fleet.acked_count >= 300, 30, "first permits acknowledged")
     stack.pg.stop("immediate")  # a crash: recovery on start
@@ -126,7 +126,7 @@ def test_receiver_sigterm_under_load_finishes_in_flight_requests(stack: Stack) -
     first = stack.serve("serve-a", BATCH_WINDOW_MS="300")
     stack.worker()
     wait_for_port(stack.port)
-    fleet = Fleet(stack.base_url, stack.token, count=1200, prefix="term", concurrency=40)
+    fleet = Fleet(stack.base_url, stack.token, count=800, prefix="term", concurrency=40)
     fleet.start()
     wait_until(lambda: fleet.acked_count >= 200, 30, "first permits acknowledged")
     first.signal(signal.SIGTERM)
