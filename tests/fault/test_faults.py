@@ -8,21 +8,53 @@ reference id for the same permit would show too).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 
 import psycopg
 from rq import Queue
+from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from tests.fault.conftest import Stack
-from tests.fault.load import Count, Fleet, wait_for_count
+from tests.fault.load import Count, Fleet, stored_rows, wait_for_count
 from tests.fault.services import wait_for_port, wait_until
 
 
-def assert_exact(result: Count) -> None:
-    assert result.exact, result
+def assert_exact(result: Count, stack: Stack | None = None, fleet: Fleet | None = None) -> None:
+    where = whereabouts(stack, fleet) if stack and fleet and not result.exact else ""
+    assert result.exact, f"{result} {where}"
     assert result.acknowledged == result.sent, result
+
+
+def whereabouts(stack: Stack, fleet: Fleet) -> str:
+    """Where RQ holds the acknowledged permits that are not stored (for the failure message)."""
+    stored = {ref for _, ref in stored_rows(stack.pg.url, fleet.prefix)}
+    missing = set(fleet.acked.values()) - stored
+    redis = stack.redis.client()
+    queue = queue_of(stack)
+    places = {
+        "queued": set(queue.get_job_ids()),
+        "intermediate": {i.decode() for i in redis.lrange(queue.key + ":intermediate", 0, -1)},
+        "started": set(StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)),
+        "scheduled": set(queue.scheduled_job_registry.get_job_ids()),
+        "failed": set(FailedJobRegistry(queue=queue).get_job_ids()),
+        "finished": set(queue.finished_job_registry.get_job_ids()),
+    }
+    found: dict[str, str] = {}
+    for key in redis.scan_iter("rq:job:*"):
+        job_id = key.decode().removeprefix("rq:job:")
+        if ":" in job_id:
+            continue
+        with contextlib.suppress(Exception):
+            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+            for permit in job.kwargs.get("permits", []):
+                if permit["reference_id"] in missing:
+                    place = [name for name, ids in places.items() if job_id in ids]
+                    found[permit["reference_id"]] = f"{job_id}:{place}:{job.get_status()}"
+    return f"missing={len(missing)} in_jobs={found} not_in_any_job={len(missing - found.keys())}"
 
 
 def assert_token_kept_secret(stack: Stack) -> None:
@@ -66,7 +98,7 @@ def test_worker_sigkilled_mid_batch_has_its_batch_rerun(stack: Stack) -> None:
     stack.worker("worker-b")
     result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
     recovered_s = time.monotonic() - killed_at
-    assert_exact(result)
+    assert_exact(result, stack, fleet)
     # ABANDONED_JOB_S=4 here: seconds, not RQ's default of up to ~16 minutes.
     assert recovered_s < 30, recovered_s
     assert FailedJobRegistry(queue=queue_of(stack)).count == 0
@@ -88,7 +120,7 @@ def test_redis_killed_and_restarted_from_its_aof(stack: Stack) -> None:
     stack.redis.start()
     fleet.join(70)
     result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
-    assert_exact(result)
+    assert_exact(result, stack, fleet)
     # While Redis was away the receiver refused quickly, then recovered by itself.
     assert fleet.outcomes["503"] > down_at, fleet.outcomes
     assert fleet.slow_refusals == [], fleet.slow_refusals
@@ -112,7 +144,7 @@ def test_postgres_stopped_ten_seconds(stack: Stack) -> None:
         stack.pg.start()
     fleet.join(70)
     result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
-    assert_exact(result)
+    assert_exact(result, stack, fleet)
     # The receiver does not need the database: no permit was refused meanwhile.
     assert set(fleet.outcomes) == {"200"}, fleet.outcomes
     assert FailedJobRegistry(queue=queue_of(stack)).count == 0
@@ -136,7 +168,7 @@ def test_receiver_sigterm_under_load_finishes_in_flight_requests(stack: Stack) -
     stack.serve("serve-b")  # meters keep resending; a new receiver takes over
     fleet.join(90)
     result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
-    assert_exact(result)
+    assert_exact(result, stack, fleet)
     # The requests waiting in the batch when the SIGTERM came were answered, not dropped.
     assert answered_after_sigterm > 0
     assert not any(status.startswith("5") for status in fleet.outcomes), fleet.outcomes
@@ -162,5 +194,5 @@ def test_worker_sigterm_finishes_its_batch(stack: Stack) -> None:
     stored_by_then = wait_for_count(fleet, stack.pg.url, timeout_s=0).stored
     assert stored_by_then > 0  # the batch in hand was finished before the exit
     stack.worker("worker-2")  # the rest of the queue
-    assert_exact(wait_for_count(fleet, stack.pg.url, timeout_s=30))
+    assert_exact(wait_for_count(fleet, stack.pg.url, timeout_s=30), stack, fleet)
     assert FailedJobRegistry(queue=queue_of(stack)).count == 0

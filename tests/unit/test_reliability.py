@@ -140,7 +140,11 @@ _names = st.sampled_from(
      "ParkingZoneName", "x"]
 )  # fmt: skip
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
     ),
@@ -148,6 +152,7 @@ _json = st.recursive(
 )
 _bodies = st.one_of(
     st.binary(max_size=300),
+    st.just(b'{"apiToken": 123456789012345678901234567890, "Amount": 1e999}'),
     st.dictionaries(_names, _json, max_size=8).map(lambda d: orjson.dumps(d)),
     _json.map(lambda v: orjson.dumps(v)),
 )
