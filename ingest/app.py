@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from redis import Redis
 
 from ingest.auth import TokenCache
 from ingest.batcher import Batcher
+from ingest.durability import resolve_wait_aof
 from ingest.keys import BATCHER, ENQUEUER, LIMITER, OPERATIONS, READS, REDIS, SETTINGS, TOKENS
 from ingest.middlewares import error_middleware, request_id_middleware
 from ingest.operations import OperationEnqueuer
@@ -39,6 +41,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, redis = app[SETTINGS], app[REDIS]
     app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
     enqueuer = PermitEnqueuer(redis, settings)
+    enqueuer.wait_aof = await asyncio.to_thread(resolve_wait_aof, settings, redis)
     app[ENQUEUER] = enqueuer
     app[BATCHER] = Batcher(
         enqueuer.enqueue,

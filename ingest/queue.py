@@ -27,12 +27,18 @@ from shared.constants import (
     REFERENCE_KEY_PREFIX,
     REFERENCE_TTL_S,
 )
-from shared.errors import IdempotencyConflictError
+from shared.errors import IdempotencyConflictError, QueueFullError, QueueUnavailableError
 from shared.schemas import PermitIn, PermitJob
 from shared.tokens import ClientInfo
 
-# Backoff for a batch whose worker died or whose database was away: RQ re-runs it.
-JOB_RETRY = Retry(max=10, interval=[5, 15, 30, 60, 120, 300, 600, 600, 600, 600])
+# Backoff for a batch whose worker died or whose database stayed away past DB_RETRY_S: RQ
+# re-runs it (the last interval repeats), about 4.5 h in all before the batch lands in the
+# failed registry (`permit-push failed requeue`). The first re-run is immediate: it does
+# not wait for RQ's scheduler, whose lock a killed worker may have held for a minute.
+# It is attached at enqueue, not returned by the job (as STYLE.md suggests), because RQ
+# re-runs an abandoned job (SIGKILLed worker) only if the job has retries left. Bad rows
+# never fail the job (they are dead-lettered), so bad input is not retried.
+JOB_RETRY = Retry(max=24, interval=[0, 5, 15, 30, 60, 120, 300, 600, 900])
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,11 @@ class PermitEnqueuer:
         self.queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
         self._timezone = settings.timezone
         self._job_timeout_s = settings.job_timeout_s
+        self._max_depth = settings.max_queue_depth
+        self._depth_keys = (self.queue.key, self.queue.scheduled_job_registry.key)
+        # Set by the app at startup once the server is known to support WAITAOF.
+        self.wait_aof = False
+        self._wait_aof_timeout_ms = max(1, int(settings.redis_timeout_s * 1000))
 
     def enqueue(self, items: list[PushItem]) -> list[str | Exception]:
         """Enqueue ``items``; return each one's reference id, or the error that refused it.
@@ -104,7 +115,21 @@ class PermitEnqueuer:
                     owner_key = REFERENCE_KEY_PREFIX + reference_id
                     pipe.set(owner_key, permit["client_id"], ex=REFERENCE_TTL_S)
                 pipe.execute()
+            if self.wait_aof:
+                self._wait_for_fsync()
         return outcomes
+
+    def _wait_for_fsync(self) -> None:
+        """Block until Redis has fsynced its AOF up to this batch (Redis >= 7.2).
+
+        WAITAOF cannot run inside MULTI, hence its own round trip. If the fsync does not
+        happen within the timeout the batch is refused (503): it may still be stored,
+        and the client's resend maps to the same reference id.
+        """
+        command = ("WAITAOF", 1, 0, self._wait_aof_timeout_ms)
+        local, _replicas = self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+        if int(local) < 1:
+            raise QueueUnavailableError("Redis did not fsync the batch in time")
 
     def _claim_reference_ids(self, items: list[PushItem]) -> list[str | Exception]:
         """One round trip of SET NX GET: a new id for a new permit, the first id for a resend.
@@ -115,6 +140,10 @@ class PermitEnqueuer:
         fingerprints = [item.fingerprint() for item in items]
         candidates = [str(uuid4()) for _ in items]
         with self.redis.pipeline(transaction=False) as pipe:
+            if self._max_depth:
+                # The queue depth rides in the same round trip: backpressure costs nothing.
+                pipe.llen(self._depth_keys[0])
+                pipe.zcard(self._depth_keys[1])
             for item, fingerprint, candidate in zip(items, fingerprints, candidates, strict=True):
                 if item.idempotency_key is None:
                     key, value = f"{DEDUP_KEY_PREFIX}{item.client.id}:{fingerprint}", candidate
@@ -124,6 +153,13 @@ class PermitEnqueuer:
                     value = f"{candidate} {fingerprint}"
                 pipe.set(key, value, nx=True, get=True, ex=DEDUP_TTL_S)
             previous = pipe.execute()
+        if self._max_depth:
+            queued, scheduled, *previous = previous
+            if queued + scheduled >= self._max_depth:
+                # The claims just made are harmless: a resend finds them and is enqueued
+                # under the same id, exactly as after a crash between claim and enqueue.
+                full = QueueFullError(f"{queued + scheduled} batches waiting")
+                return [full] * len(items)
         outcomes: list[str | Exception] = []
         for item, fingerprint, candidate, prior in zip(
             items, fingerprints, candidates, previous, strict=True

@@ -13,6 +13,7 @@ from shared.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///permit-push.sqlite3"
+DURABLE_ACK_MODES = ("off", "waitaof", "auto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,12 @@ class Settings:
     redis_timeout_s: float = 1.0
     retry_after_s: int = 2
     token_cache_s: float = 5.0
+    # Backpressure: above this many batch jobs waiting (queued plus scheduled retries) the
+    # receiver answers 503; 0 turns the limit off. docs/reliability.md has the sizing.
+    max_queue_depth: int = 20_000
+    # Reply only once Redis has fsynced the batch: off | waitaof | auto (WAITAOF needs
+    # Redis >= 7.2 with appendonly yes; auto falls back to the acknowledgement alone).
+    durable_ack: str = "off"
     # Times carry no offset; the contract says they are UTC unless configured otherwise.
     default_timezone: str = "UTC"
     # A batch push (1..1000 permits) may be this large; single pushes keep max_body_bytes.
@@ -53,6 +60,13 @@ class Settings:
     token_publish_s: float = 30.0
     zone_cache_s: float = 5.0
     job_timeout_s: int = 300
+    # A batch whose worker stopped heart-beating this long ago is run again (RQ's
+    # StartedJobRegistry clean-up); workers look for such batches this often.
+    abandoned_job_s: int = 30
+    maintenance_interval_s: int = 10
+    # A batch keeps retrying an unreachable database this long before RQ's Retry backoff
+    # takes it over.
+    db_retry_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
@@ -91,6 +105,14 @@ class Settings:
             raise ConfigError("RATE_LIMIT_PER_S must be >= 0 and RATE_LIMIT_BURST >= 1")
         if self.lookup_grace_s < 0 or self.read_threads < 1:
             raise ConfigError("LOOKUP_GRACE_S must be >= 0 and READ_THREADS >= 1")
+        if self.durable_ack not in DURABLE_ACK_MODES:
+            raise ConfigError(
+                f"DURABLE_ACK={self.durable_ack!r} must be one of {', '.join(DURABLE_ACK_MODES)}"
+            )
+        if self.max_queue_depth < 0:
+            raise ConfigError("MAX_QUEUE_DEPTH must be >= 0 (0: no limit)")
+        if self.abandoned_job_s < 3 or self.maintenance_interval_s < 1:
+            raise ConfigError("ABANDONED_JOB_S must be >= 3 and MAINTENANCE_INTERVAL_S >= 1")
         try:
             ZoneInfo(self.default_timezone)
         except (ZoneInfoNotFoundError, ValueError):

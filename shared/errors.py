@@ -13,6 +13,10 @@ class QueueUnavailableError(PermitPushError):
     """Redis could not take the work right now (unreachable, or the queue is full)."""
 
 
+class QueueFullError(QueueUnavailableError):
+    """The queue is over its configured depth: the receiver sheds load (backpressure)."""
+
+
 class TokensNotLoadedError(PermitPushError):
     """The receiver has no token set to check against yet (Redis lost it, or is new)."""
 

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import structlog
 from rq import get_current_job
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from shared.lifecycle import OperationJob
 from shared.schemas import PermitJob
-from worker.context import get_context
-from worker.operations import apply_batch, drain
-from worker.persist import store_permits
+from worker.context import WorkerContext, get_context
+from worker.operations import DrainResult, apply_batch, drain
+from worker.persist import StoreResult, store_permits
 
 log = structlog.get_logger(__name__)
+
+# Waits between attempts while the database is away: short first (a restart or fail-over
+# takes seconds), then capped so a returning database is noticed within seconds.
+FIRST_DELAY_S = 0.25
+MAX_DELAY_S = 2.0
+
+Result = TypeVar("Result")
 
 
 def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
@@ -19,11 +32,14 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
     job = get_current_job()
     job_id = job.id if job is not None else None
     context = get_context()
+
+    def store(session: Session) -> tuple[StoreResult, DrainResult]:
+        stored = store_permits(session, permits, context.zones.zone_id, job_id)
+        # Updates and deletes that arrived while these creates were queued.
+        return stored, drain(session, (p["reference_id"] for p in permits))
+
     with structlog.contextvars.bound_contextvars(job_id=job_id, job="persist_permits"):
-        with context.sessions() as session:
-            result = store_permits(session, permits, context.zones.zone_id, job_id)
-            # Updates and deletes that arrived while these creates were queued.
-            drained = drain(session, (p["reference_id"] for p in permits))
+        result, drained = _retrying(context, store)
         log.info(
             "permits_stored",
             size=len(permits),
@@ -46,7 +62,42 @@ def apply_operations(operations: list[OperationJob]) -> dict[str, int]:
     with structlog.contextvars.bound_contextvars(
         job_id=job.id if job is not None else None, job="apply_operations"
     ):
-        with context.sessions() as session:
-            result = apply_batch(session, operations)
+        result = _retrying(context, lambda session: apply_batch(session, operations))
         log.info("operations_applied", size=len(operations), **result.as_dict())
     return result.as_dict()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database fault that may pass (unreachable, restarting, connection cut, locked)."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def _retrying(context: WorkerContext, work: Callable[[Session], Result]) -> Result:
+    """Run ``work`` in a session, retrying transient database faults for up to DB_RETRY_S.
+
+    Waiting here rather than failing at once keeps a short outage (a restart, a
+    fail-over) from costing the batch one of RQ's retries and its backoff. Past
+    DB_RETRY_S the error escapes and JOB_RETRY's backoff takes over. Running the work
+    again is safe: stores skip reference ids already in, operations are idempotent.
+    """
+    deadline = time.monotonic() + context.settings.db_retry_s
+    delay_s = FIRST_DELAY_S
+    attempt = 1
+    while True:
+        try:
+            with context.sessions() as session:
+                return work(session)
+        except DBAPIError as exc:
+            if not is_transient(exc) or time.monotonic() + delay_s > deadline:
+                raise
+            log.warning(
+                "database_unavailable_retrying",
+                attempt=attempt,
+                retry_in_s=delay_s,
+                error=type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+            )
+        time.sleep(delay_s)
+        delay_s = min(delay_s * 2, MAX_DELAY_S)
+        attempt += 1

@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
-from sqlalchemy import Insert, insert
+from sqlalchemy import Insert, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
@@ -99,10 +99,17 @@ def _insert_ignoring_duplicates(session: Session) -> Insert:
 def _dead_letter(session: Session, permit: PermitJob, exc: Exception, job_id: str | None) -> None:
     reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
     log.error("permit_dead_lettered", ref=permit.get("reference_id"), error=type(exc).__name__)
+    reference_id = str(permit.get("reference_id", ""))[:36]
     with session.begin():
+        # A re-run of the job (a retry, an abandoned job) finds the letter already there.
+        pending = select(DeadLetter.id).where(
+            DeadLetter.reference_id == reference_id, DeadLetter.requeued_at.is_(None)
+        )
+        if session.scalar(pending.limit(1)) is not None:
+            return
         session.add(
             DeadLetter(
-                reference_id=str(permit.get("reference_id", ""))[:36],
+                reference_id=reference_id,
                 job_id=job_id,
                 payload=dict(permit),
                 reason=reason,

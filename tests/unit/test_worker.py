@@ -135,3 +135,28 @@ async def test_rq_records_the_batch_result(
     job.refresh()
     assert job.get_status() == "finished"
     assert job.return_value() == {"stored": 1, "duplicates": 0, "dead_lettered": 0}
+
+
+def test_job_orphaned_in_the_intermediate_queue_is_rescued(redis: fakeredis.FakeRedis) -> None:
+    from datetime import timedelta
+
+    from rq.utils import now
+
+    from ingest.queue import JOB_RETRY
+    from worker.recovery import HeartbeatWorker
+
+    queue = permits_queue(redis)
+    job = queue.enqueue_call("worker.jobs.persist_permits", kwargs={"permits": []}, retry=JOB_RETRY)
+    # A worker's BLMOVE took it, then the worker (or Redis) died before registering it.
+    redis.lmove(queue.key, queue.intermediate_queue.key, "RIGHT", "LEFT")
+    assert queue.count == 0
+    worker = HeartbeatWorker(
+        [queue], connection=redis, serializer=JSONSerializer, abandoned_job_s=5
+    )
+    worker.clean_registries()  # first sighting: it may be on its way
+    assert queue.count == 0
+    first_seen = queue.intermediate_queue.get_first_seen_key(job.id)
+    redis.set(first_seen, (now() - timedelta(seconds=6)).timestamp())
+    worker.clean_registries()
+    assert queue.get_job_ids() == [job.id]  # back on the queue at once (retry interval 0)
+    assert queue.intermediate_queue.get_job_ids() == []

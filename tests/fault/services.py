@@ -1,0 +1,203 @@
+"""Throw-away Redis and PostgreSQL servers, and permit-push processes, for fault tests.
+
+Each server is started here, on a free loopback port, in a temporary directory, and always
+stopped (within bounded times) by whoever started it: stopping or killing one harms no one.
+bench/soak.py uses the same helpers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import psycopg
+from redis import Redis
+
+BIN = Path(sys.executable).parent
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class ServiceError(RuntimeError):
+    """A server could not be started or stopped in time."""
+
+
+def missing_tools() -> str | None:
+    """Why the fault tests cannot run here, or None."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed"
+    if not (PG_BIN / "initdb").exists():
+        return f"PostgreSQL binaries are not in {PG_BIN} (set PG_BIN)"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "running as root needs runuser to start PostgreSQL as postgres"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: object, timeout_s: float, what: str, step_s: float = 0.05) -> float:
+    """Poll ``predicate`` until true; return the seconds it took; raise after ``timeout_s``."""
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(Exception):
+            if predicate():  # type: ignore[operator]
+                return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise ServiceError(f"{what}: not within {timeout_s} s")
+        time.sleep(step_s)
+
+
+class RedisServer:
+    """A private redis-server with AOF (appendfsync everysec unless told otherwise)."""
+
+    def __init__(self, appendfsync: str = "everysec", binary: str = "redis-server") -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="pp-fault-redis-"))
+        self.appendfsync = appendfsync
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = [
+            self.binary,
+            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
+            "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
+        ]  # fmt: skip
+        with (self.dir / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: Redis.from_url(self.url, socket_timeout=0.5).ping(), 10, "redis up")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final fsync; what the AOF holds is what survives."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self) -> Redis:
+        return Redis.from_url(self.url, socket_timeout=5)
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PostgresCluster:
+    """A private PostgreSQL 15 cluster (initdb into a temp dir, run as the postgres user)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="pp-fault-pg-"))
+        self.data = self.dir / "data"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/permits"
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+
+    def _run(self, *args: str, timeout_s: float = 60) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [*prefix, *args], check=True, capture_output=True, timeout=timeout_s, cwd=self.dir
+        )
+
+    def init(self) -> None:
+        self._run(
+            str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+            "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+        self.start()
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as connection:
+            connection.execute("CREATE DATABASE permits")
+
+    def dsn(self, database: str = "permits") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "pg.log"),
+            "-o", options, "-w", "-t", "30", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server: ``immediate`` is a crash (recovery on start), ``fast`` is clean."""
+        pg_ctl = str(PG_BIN / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Proc:
+    """A `permit-push` process in its own session (so its children die with it)."""
+
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(BIN / "permit-push"), *args],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive:
+            os.killpg(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the worker and RQ's scheduler child."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 20) -> int:
+        """SIGTERM, then SIGKILL after ``timeout_s``; return the exit status."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.process.wait()
+
+
+@contextlib.contextmanager
+def processes() -> Iterator[list[Proc]]:
+    """Collects the processes a test starts and stops all of them at the end."""
+    started: list[Proc] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.stop(timeout_s=10)
+
+
+def wait_for_port(port: int, timeout_s: float = 20) -> None:
+    def listening() -> bool:
+        with socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+
+    wait_until(listening, timeout_s, f"port {port} listening")

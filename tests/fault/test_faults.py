@@ -1,0 +1,198 @@
+"""Fault scenarios on real processes: each ends by counting every 200 against the database.
+
+The fleet resends each permit until it gets a 200 (as meters do), so the count can be
+exact: every acknowledged permit stored once, under the id it was given; nothing stored
+that was not acknowledged; no permit stored twice (counted by permit number, so a second
+reference id for the same permit would show too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+
+import psycopg
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from tests.fault.conftest import Stack
+from tests.fault.load import Count, Fleet, stored_rows, wait_for_count
+from tests.fault.services import wait_for_port, wait_until
+
+
+def assert_exact(result: Count, stack: Stack | None = None, fleet: Fleet | None = None) -> None:
+    where = whereabouts(stack, fleet) if stack and fleet and not result.exact else ""
+    assert result.exact, f"{result} {where}"
+    assert result.acknowledged == result.sent, result
+
+
+def whereabouts(stack: Stack, fleet: Fleet) -> str:
+    """Where RQ holds the acknowledged permits that are not stored (for the failure message)."""
+    stored = {ref for _, ref in stored_rows(stack.pg.url, fleet.prefix)}
+    missing = set(fleet.acked.values()) - stored
+    redis = stack.redis.client()
+    queue = queue_of(stack)
+    places = {
+        "queued": set(queue.get_job_ids()),
+        "intermediate": {i.decode() for i in redis.lrange(queue.key + ":intermediate", 0, -1)},
+        "started": set(StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)),
+        "scheduled": set(queue.scheduled_job_registry.get_job_ids()),
+        "failed": set(FailedJobRegistry(queue=queue).get_job_ids()),
+        "finished": set(queue.finished_job_registry.get_job_ids()),
+    }
+    found: dict[str, str] = {}
+    for key in redis.scan_iter("rq:job:*"):
+        job_id = key.decode().removeprefix("rq:job:")
+        if ":" in job_id:
+            continue
+        with contextlib.suppress(Exception):
+            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+            for permit in job.kwargs.get("permits", []):
+                if permit["reference_id"] in missing:
+                    place = [name for name, ids in places.items() if job_id in ids]
+                    found[permit["reference_id"]] = f"{job_id}:{place}:{job.get_status()}"
+    return f"missing={len(missing)} in_jobs={found} not_in_any_job={len(missing - found.keys())}"
+
+
+def assert_token_kept_secret(stack: Stack) -> None:
+    """Never in a log line (debug level), never in clear in the database or in Redis."""
+    assert stack.token not in stack.logs()
+    with psycopg.connect(stack.pg.dsn()) as connection:
+        dump = str(connection.execute("SELECT * FROM api_clients").fetchall())
+    assert stack.token not in dump
+    redis = stack.redis.client()
+    for key in redis.scan_iter(count=1000):
+        kind = redis.type(key).decode()
+        value: object = b""
+        if kind == "string":
+            value = redis.get(key)
+        elif kind == "hash":
+            value = redis.hgetall(key)
+        elif kind == "list":
+            value = redis.lrange(key, 0, -1)
+        assert stack.token.encode() not in key + str(value).encode(), key
+
+
+def queue_of(stack: Stack) -> Queue:
+    return Queue("permits", connection=stack.redis.client())
+
+
+def test_worker_sigkilled_mid_batch_has_its_batch_rerun(stack: Stack) -> None:
+    serve = stack.serve()
+    worker_a = stack.worker("worker-a")
+    wait_for_port(stack.port)
+    # Hold the permits table so that worker A is stuck inside its batch when it is killed.
+    with psycopg.connect(stack.pg.dsn()) as blocker:
+        blocker.execute("LOCK TABLE permits IN ACCESS EXCLUSIVE MODE")
+        fleet = Fleet(stack.base_url, stack.token, count=150, prefix="kill", deadline_s=30)
+        fleet.start()
+        fleet.join(40)
+        started = StartedJobRegistry(queue=queue_of(stack))
+        wait_until(lambda: started.count >= 1, 15, "worker A has a batch in hand")
+        worker_a.kill()
+        killed_at = time.monotonic()
+        blocker.rollback()
+    stack.worker("worker-b")
+    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
+    recovered_s = time.monotonic() - killed_at
+    assert_exact(result, stack, fleet)
+    # ABANDONED_JOB_S=4 here: seconds, not RQ's default of up to ~16 minutes.
+    assert recovered_s < 30, recovered_s
+    assert FailedJobRegistry(queue=queue_of(stack)).count == 0
+    assert fleet.mismatched_resends == 0
+    assert serve.alive
+    assert_token_kept_secret(stack)
+
+
+def test_redis_killed_and_restarted_from_its_aof(stack: Stack) -> None:
+    serve = stack.serve()
+    worker = stack.worker()
+    wait_for_port(stack.port)
+    fleet = Fleet(stack.base_url, stack.token, count=800, prefix="redis", deadline_s=60)
+    fleet.start()
+    wait_until(lambda: fleet.acked_count >= 300, 30, "first permits acknowledged")
+    stack.redis.kill()  # SIGKILL: whatever the AOF holds is all that survives
+    down_at = fleet.outcomes["503"]
+    time.sleep(3)
+    stack.redis.start()
+    fleet.join(70)
+    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
+    assert_exact(result, stack, fleet)
+    # While Redis was away the receiver refused quickly, then recovered by itself.
+    assert fleet.outcomes["503"] > down_at, fleet.outcomes
+    assert fleet.slow_refusals == [], fleet.slow_refusals
+    assert not any(status.startswith("5") and status != "503" for status in fleet.outcomes)
+    assert fleet.mismatched_resends == 0
+    assert serve.alive and worker.alive
+    assert_token_kept_secret(stack)
+
+
+def test_postgres_stopped_ten_seconds(stack: Stack) -> None:
+    serve = stack.serve()
+    worker = stack.worker()
+    wait_for_port(stack.port)
+    fleet = Fleet(stack.base_url, stack.token, count=600, prefix="pg", deadline_s=60)
+    fleet.start()
+    wait_until(lambda: fleet.acked_count >= 300, 30, "first permits acknowledged")
+    stack.pg.stop("immediate")  # a crash: recovery on start
+    try:
+        time.sleep(10)
+    finally:
+        stack.pg.start()
+    fleet.join(70)
+    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
+    assert_exact(result, stack, fleet)
+    # The receiver does not need the database: no permit was refused meanwhile.
+    assert set(fleet.outcomes) == {"200"}, fleet.outcomes
+    assert FailedJobRegistry(queue=queue_of(stack)).count == 0
+    assert serve.alive and worker.alive
+    assert "database_unavailable_retrying" in (stack.log_dir / "worker.log").read_text()
+    assert_token_kept_secret(stack)
+
+
+def test_receiver_sigterm_under_load_finishes_in_flight_requests(stack: Stack) -> None:
+    # A long batch window: at the SIGTERM, requests are waiting in the batcher.
+    first = stack.serve("serve-a", BATCH_WINDOW_MS="300")
+    stack.worker()
+    wait_for_port(stack.port)
+    fleet = Fleet(stack.base_url, stack.token, count=800, prefix="term", concurrency=40)
+    fleet.start()
+    wait_until(lambda: fleet.acked_count >= 200, 30, "first permits acknowledged")
+    first.signal(signal.SIGTERM)
+    sigterm_at = time.monotonic()
+    assert first.process.wait(timeout=35) == 0
+    answered_after_sigterm = sum(1 for t in fleet.ok_after if t > sigterm_at)
+    stack.serve("serve-b")  # meters keep resending; a new receiver takes over
+    fleet.join(90)
+    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
+    assert_exact(result, stack, fleet)
+    # The requests waiting in the batch when the SIGTERM came were answered, not dropped.
+    assert answered_after_sigterm > 0
+    assert not any(status.startswith("5") for status in fleet.outcomes), fleet.outcomes
+    assert_token_kept_secret(stack)
+
+
+def test_worker_sigterm_finishes_its_batch(stack: Stack) -> None:
+    stack.serve()
+    worker = stack.worker()
+    wait_for_port(stack.port)
+    with psycopg.connect(stack.pg.dsn()) as blocker:
+        blocker.execute("LOCK TABLE permits IN ACCESS EXCLUSIVE MODE")
+        fleet = Fleet(stack.base_url, stack.token, count=50, prefix="wterm", deadline_s=20)
+        fleet.start()
+        fleet.join(30)
+        started = StartedJobRegistry(queue=queue_of(stack))
+        wait_until(lambda: started.count >= 1, 15, "the worker has a batch in hand")
+        worker.signal(signal.SIGTERM)
+        time.sleep(1)
+        assert worker.alive  # warm shutdown: it waits for its batch
+        blocker.rollback()
+    assert worker.process.wait(timeout=20) == 0
+    stored_by_then = wait_for_count(fleet, stack.pg.url, timeout_s=0).stored
+    assert stored_by_then > 0  # the batch in hand was finished before the exit
+    stack.worker("worker-2")  # the rest of the queue
+    assert_exact(wait_for_count(fleet, stack.pg.url, timeout_s=30), stack, fleet)
+    assert FailedJobRegistry(queue=queue_of(stack)).count == 0

@@ -1,0 +1,56 @@
+"""Malformed HTTP, answered by aiohttp before any middleware: JSON too, and no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import fakeredis
+import orjson
+import pytest
+from aiohttp import web
+
+from ingest.app import create_app
+from ingest.protocol import JsonErrorAppRunner
+from shared.config import Settings
+
+MALFORMED = [
+    b"GARBAGE\r\n\r\n",
+    b"POST /api/OC-TOMA/v1/permits/push HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"POST /api/OC-TOMA/v1/permits/push HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello on the HTTP port
+    b"GET / HTTP/9.9\r\n\r\n",
+]
+
+
+async def exchange(port: int, raw: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    return reply
+
+
+@pytest.mark.parametrize("raw", MALFORMED, ids=range(len(MALFORMED)))
+async def test_malformed_http_gets_a_json_400_and_one_log_line(
+    settings: Settings, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = JsonErrorAppRunner(create_app(settings, redis=fakeredis.FakeRedis()))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with caplog.at_level(logging.DEBUG):
+            reply = await exchange(port, raw)
+    finally:
+        await runner.cleanup()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", reply[:200]
+    assert b"Content-Type: application/json" in head
+    parsed = orjson.loads(body)
+    assert (parsed["status"], parsed["ErrorCode"]) == ("error", 9003)
+    assert "Traceback" not in caplog.text

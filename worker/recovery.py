@@ -1,0 +1,117 @@
+"""Re-running the batch of a worker that died (SIGKILL, OOM, lost host) within a minute.
+
+RQ notices an abandoned job when its entry in the StartedJobRegistry expires and a worker
+runs maintenance. RQ's SimpleWorker registers a job for `job_timeout + 60` seconds (360 s
+here) and cleans registries every 10 minutes, while an idle worker blocks in BLMOVE for
+`worker_ttl - 15` (405 s): up to about 16 minutes in all. `HeartbeatWorker` registers a job
+for ABANDONED_JOB_S only, and a thread renews that while the job runs; the runner sets the
+maintenance interval and the dequeue timeout to MAINTENANCE_INTERVAL_S. A killed worker's
+job is then re-run (JOB_RETRY's first interval is 0) within ABANDONED_JOB_S + 2 x
+MAINTENANCE_INTERVAL_S: 50 s with the defaults.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from rq import SimpleWorker
+from rq.job import Job
+from rq.queue import Queue
+from rq.utils import now
+
+log = structlog.get_logger(__name__)
+
+
+class HeartbeatWorker(SimpleWorker):
+    """A SimpleWorker whose running job counts as abandoned after ``abandoned_job_s`` of silence."""
+
+    def __init__(self, *args: Any, abandoned_job_s: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.abandoned_job_s = abandoned_job_s
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        # RQ's SimpleWorker answers job.timeout + 60: a dead worker's job waits that long.
+        return self.abandoned_job_s
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance, plus rescuing jobs orphaned in the intermediate queue sooner.
+
+        A job sits in RQ's intermediate queue between the worker's BLMOVE and its
+        registration as started: a worker (or Redis) that dies in that instant leaves
+        it there, and RQ only requeues it after a minute and two maintenance runs.
+        """
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                try:
+                    self._rescue_intermediate(queue)
+                finally:
+                    queue.release_maintenance_lock()  # type: ignore[no-untyped-call]
+        super().clean_registries()  # type: ignore[no-untyped-call]
+
+    def _rescue_intermediate(self, queue: Queue) -> None:
+        intermediate = queue.intermediate_queue
+        grace = timedelta(seconds=self.abandoned_job_s)
+        for job_id in intermediate.get_job_ids():
+            if job_id in queue.started_job_registry:
+                continue
+            job = queue.fetch_job(job_id)
+            if job is None:
+                intermediate.remove(job_id)
+                continue
+            if intermediate.set_first_seen(job_id):
+                continue  # seen for the first time: it may just be on its way
+            first_seen = intermediate.get_first_seen(job_id)
+            if first_seen is not None and now() - first_seen > grace:
+                log.warning("job_rescued_from_intermediate_queue", job_id=job_id)
+                # As RQ's own IntermediateQueue.cleanup does: a failure, so Retry applies.
+                self.handle_job_failure(
+                    job, queue, exc_string="Job was stuck in the intermediate queue."
+                )
+                intermediate.remove(job_id)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        heartbeat = JobHeartbeat(self, job)
+        heartbeat.start()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            heartbeat.stop()
+
+
+class JobHeartbeat(threading.Thread):
+    """Renews the running job's StartedJobRegistry entry while the job runs.
+
+    SimpleWorker runs the job on its main thread, so nothing else would: RQ's forking
+    Worker does this from the parent while the work horse runs. Only the registry score
+    and the worker's own key are touched; ZADD XX never brings back an entry the main
+    thread has just removed on finishing the job.
+    """
+
+    def __init__(self, worker: HeartbeatWorker, job: Job) -> None:
+        super().__init__(name="job-heartbeat", daemon=True)
+        self._worker = worker
+        self._job = job
+        self._ttl_s = worker.abandoned_job_s
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._ttl_s / 3):
+            execution = self._worker.execution
+            if execution is None:
+                continue
+            try:
+                with self._worker.connection.pipeline() as pipe:
+                    self._job.started_job_registry.add_execution(
+                        execution, pipeline=pipe, ttl=self._ttl_s, xx=True
+                    )
+                    self._worker.heartbeat(self._ttl_s + 60, pipeline=pipe)
+                    pipe.execute()
+            except Exception:  # Redis away: the job cannot finish either; RQ sorts it out
+                log.warning("job_heartbeat_failed", job_id=self._job.id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
