@@ -84,7 +84,7 @@ def import_zones(session: Session, entries: Sequence[ZoneEntry]) -> ImportReport
         alias: zone
         for alias, zone in session.execute(
             select(ZoneAlias.alias_normalized, Zone).join(Zone, ZoneAlias.zone_id == Zone.id)
-        ).tuples()
+        )
     }
     report = ImportReport()
     conflicts: list[str] = []

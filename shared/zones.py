@@ -301,14 +301,14 @@ def suggest_zones(normalized: str, known: Mapping[str, str], n: int = 3) -> list
 
 
 def _display_names(session: Session) -> dict[str, str]:
-    names = {
-        normalized: name
-        for normalized, name in session.execute(select(Zone.name_normalized, Zone.name))
-    }
+    """Each normalised zone name and alias -> its zone's name."""
     aliases = session.execute(
         select(ZoneAlias.alias_normalized, Zone.name).join(Zone, ZoneAlias.zone_id == Zone.id)
     )
-    return {**dict(aliases.tuples()), **names}
+    names = {alias: zone for alias, zone in aliases}
+    zones = session.execute(select(Zone.name_normalized, Zone.name))
+    names.update({normalized: name for normalized, name in zones})
+    return names
 
 
 # The reconcile job.
