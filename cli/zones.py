@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli.checks import require_redis
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker
-from shared.normalize import normalize_zone
 from shared.redis import make_receiver_redis
 from shared.zone_import import import_zones, read_zone_csv
 from shared.zones import (
@@ -165,8 +164,7 @@ def reconcile(settings: Settings, names: tuple[str, ...]) -> None:
     """
     from worker.reconcile import reconcile as run_reconcile
 
-    wanted = [normalize_zone(name) for name in names] or None
-    result = run_reconcile(_sessions(settings), wanted)
+    result = run_reconcile(_sessions(settings), names or None)
     click.echo(f"linked {result.linked} permit(s) under {result.names} matching name(s)")
 
 
@@ -183,7 +181,7 @@ def _redis(settings: Settings) -> Redis:
 
 def _reconcile_later(redis: Redis, settings: Settings, names: Sequence[str]) -> None:
     try:
-        job_id = enqueue_reconcile(redis, settings, [normalize_zone(name) for name in names])
+        job_id = enqueue_reconcile(redis, settings, names)
     except RedisError as exc:
         raise click.ClickException(
             f"the change is saved, but the reconcile job could not be queued ({exc}): "

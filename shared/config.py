@@ -128,8 +128,3 @@ class Settings:
         if self.read_database_url.lower() == "none":
             return None
         return self.read_database_url or self.database_url
-
-    @property
-    def zones_queue_name(self) -> str:
-        """The reconcile jobs' queue, which workers take from before the permits queue."""
-        return f"{self.queue_name}-zones"

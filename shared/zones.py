@@ -319,15 +319,22 @@ def enqueue_reconcile(redis: Redis, settings: Settings, names: Sequence[str] | N
 
     Call it after the change's transaction has committed: a job that ran before would
     not see the new zone. Returns the job id.
+
+    The job goes to the front of the permits queue, so it never waits behind a backlog of
+    batches. Not to a queue of its own: RQ moves a job atomically into its intermediate
+    queue (BLMOVE), which is what lets a killed worker's batch be re-run, only for a
+    worker that listens to a single queue; with two it falls back to BLPOP.
     """
-    queue = Queue(settings.zones_queue_name, connection=redis, serializer=JSONSerializer)
+    wanted = None if names is None else sorted({normalize_zone(name) for name in names})
+    queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
     job = queue.enqueue(
         RECONCILE_ZONES_JOB,
-        kwargs={"names": None if names is None else sorted(set(names))},
-        description=f"reconcile_zones({'all' if names is None else len(set(names))} names)",
+        kwargs={"names": wanted},
+        description=f"reconcile_zones({'all' if wanted is None else len(wanted)} names)",
         job_timeout=RECONCILE_JOB_TIMEOUT_S,
         result_ttl=JOB_RESULT_TTL_S,
         failure_ttl=JOB_FAILURE_TTL_S,
         retry=RECONCILE_RETRY,
+        at_front=True,
     )
     return str(job.id)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.constants import RECONCILE_BATCH_ROWS
 from shared.models import Permit
+from shared.normalize import normalize_zone
 from shared.zones import load_zone_map
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,8 @@ def reconcile(
 ) -> ReconcileResult:
     """Link every disconnected permit named ``names`` (None: any name) that matches a zone.
 
+    ``names`` are zone names as sent or normalised (they are normalised here).
+
     Idempotent: a permit once linked is never looked at again, so a re-run (RQ's retry,
     a second job, an operator) links only what is still disconnected. Each batch is one
     transaction of at most ``batch_rows`` permits of one name, taken in id order from
@@ -38,7 +41,9 @@ def reconcile(
     """
     with sessions() as session:
         zone_map = load_zone_map(session)
-    wanted = zone_map.keys() if names is None else set(names) & zone_map.keys()
+    wanted: set[str] = set(zone_map)
+    if names is not None:
+        wanted &= {normalize_zone(name) for name in names}
     linked = batches = 0
     for name in sorted(wanted):
         name_linked, after_id = 0, 0

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import fakeredis
 import pytest
 from click.testing import CliRunner
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli.zones import zones as zones_cli
 from shared.clients import create_client
 from shared.config import Settings
+from shared.constants import PERSIST_PERMITS_JOB
 from shared.errors import ZoneConflictError, ZoneExistsError, ZoneNotFoundError
 from shared.models import ApiClient, Permit
 from shared.zone_import import import_zones, read_zone_csv
@@ -293,19 +294,18 @@ def test_reconcile_of_given_names_leaves_the_others(
     assert zone_ids(sessions) == {"Lot 4": None, "Lot 5": lot5}
 
 
-def test_the_reconcile_job_runs_from_the_zones_queue(
+def test_the_reconcile_job_jumps_the_permits_queue_and_links(
     sessions: sessionmaker[Session], settings: Settings, client_id: int
 ) -> None:
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     store(sessions, client_id, "lot 4")
     lot4 = add(sessions, "Lot 4")
-    job_id = enqueue_reconcile(redis, settings, ["lot 4"])
-    zones_queue = Queue(settings.zones_queue_name, connection=redis, serializer=JSONSerializer)
-    worker = SimpleWorker(
-        [zones_queue, permits_queue(redis)], connection=redis, serializer=JSONSerializer
-    )
-    worker.work(burst=True)
-    job = zones_queue.fetch_job(job_id)
+    queue = permits_queue(redis)
+    backlog = queue.enqueue(PERSIST_PERMITS_JOB, kwargs={"permits": []})
+    job_id = enqueue_reconcile(redis, settings, ["Lot 4"])
+    assert queue.job_ids == [job_id, backlog.id]  # taken before the waiting batches
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    job = queue.fetch_job(job_id)
     assert job is not None and job.get_status() == "finished"
     assert job.return_value() == {"names": 1, "linked": 1, "batches": 1}
     assert zone_ids(sessions) == {"lot 4": lot4}
