@@ -3,6 +3,7 @@
 # The receiver enqueues by dotted path so that `ingest` never imports `worker`.
 PERSIST_PERMITS_JOB = "worker.jobs.persist_permits"
 APPLY_OPERATIONS_JOB = "worker.jobs.apply_operations"
+RECONCILE_ZONES_JOB = "worker.jobs.reconcile_zones"
 
 # Redis keys of our own; RQ keeps its own under "rq:".
 KEY_PREFIX = "ingest:"
@@ -27,3 +28,11 @@ JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60
 PERMIT_TYPES = ("Validator", "Temporary", "Standard")
 CURRENCIES = ("CAD", "USD")
 OPERATION_KINDS = ("update", "delete")
+
+# Zones (shared/zones.py). PostgreSQL advisory lock that orders changes to zones and aliases
+# against the storing of disconnected permits; any fixed bigint, unique in the database.
+ZONE_CATALOG_LOCK_KEY = 0x7A6F6E6573  # "zones"
+# Disconnected permits linked per reconcile transaction: bounded memory and lock time.
+RECONCILE_BATCH_ROWS = 5000
+# A reconcile of millions of rows takes minutes; a batch job's timeout would kill it.
+RECONCILE_JOB_TIMEOUT_S = 60 * 60

@@ -47,3 +47,15 @@ class RateLimitedError(PermitPushError):
 
 class ReadsUnavailableError(PermitPushError):
     """The receiver's read endpoints have no database (none configured, or it is away)."""
+
+
+class ZoneExistsError(PermitPushError):
+    """A zone with that (normalised) name already exists."""
+
+
+class ZoneNotFoundError(PermitPushError):
+    """No zone has that (normalised) name."""
+
+
+class ZoneConflictError(PermitPushError):
+    """A zone name, alias or code would mean two zones, or is not a usable name."""

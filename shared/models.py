@@ -111,6 +111,20 @@ class ZoneAlias(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ZoneCatalog(Base):
+    """One row: a version number that every change to zones or aliases increments.
+
+    Workers compare it with the version their cached zone map was loaded at; see
+    shared/zones.py for how it and a lock close the race with reconciliation.
+    """
+
+    __tablename__ = "zone_catalog"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 DISCONNECTED = text("zone_id IS NULL AND zone_normalized IS NOT NULL")
 NOT_DELETED = text("deleted_at IS NULL")
 PARKED = text("state = 'parked'")
@@ -129,10 +143,12 @@ class Permit(Base):
             postgresql_where=NOT_DELETED,
             sqlite_where=NOT_DELETED,
         ),
-        # Reconciliation scans only the disconnected permits.
+        # Reconciliation scans only the disconnected permits, name by name in id order
+        # (keyset batches: each batch starts where the last one ended).
         Index(
             "ix_permits_disconnected_zone",
             "zone_normalized",
+            "id",
             postgresql_where=DISCONNECTED,
             sqlite_where=DISCONNECTED,
         ),

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
+from uuid import uuid4
 
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+
+from shared.normalize import normalize_zone
+from shared.schemas import PermitJob
 
 SEED_TOKEN = "YOUR-API-TOKEN"
 
@@ -67,3 +72,25 @@ def permits_queue(redis: Redis) -> Queue:
 def queued_permits(redis: Redis) -> list[dict[str, Any]]:
     """Every permit waiting in the queue, in order, across its batch jobs."""
     return [permit for job in permits_queue(redis).get_jobs() for permit in job.kwargs["permits"]]
+
+
+def make_permit_job(client_id: int, zone: str | None = "Lot 4", **overrides: Any) -> PermitJob:
+    """A permit as the worker receives it (a fresh reference id), for ``client_id``."""
+    permit = PermitJob(
+        reference_id=str(uuid4()),
+        client_id=client_id,
+        permit_type="Standard",
+        plate="PL8RDR",
+        plate_normalized="PL8RDR",
+        zone=zone,
+        zone_normalized=normalize_zone(zone) if zone is not None else None,
+        permit_no="L4-1138",
+        amount="14.50",
+        currency="CAD",
+        start_raw="2018-07-02T09:00:00",
+        end_raw="2018-07-02T09:30:00",
+        starts_at="2018-07-02T09:00:00+00:00",
+        ends_at="2018-07-02T09:30:00+00:00",
+        received_at=datetime.now(UTC).isoformat(),
+    )
+    return cast(PermitJob, {**permit, **overrides})

@@ -16,6 +16,7 @@ from shared.schemas import PermitJob
 from worker.context import WorkerContext, get_context
 from worker.operations import DrainResult, apply_batch, drain
 from worker.persist import StoreResult, store_permits
+from worker.reconcile import reconcile
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +35,7 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
     context = get_context()
 
     def store(session: Session) -> tuple[StoreResult, DrainResult]:
-        stored = store_permits(session, permits, context.zones.zone_id, job_id)
+        stored = store_permits(session, permits, context.zones, job_id)
         # Updates and deletes that arrived while these creates were queued.
         return stored, drain(session, (p["reference_id"] for p in permits))
 
@@ -101,3 +102,17 @@ def _retrying(context: WorkerContext, work: Callable[[Session], Result]) -> Resu
         time.sleep(delay_s)
         delay_s = min(delay_s * 2, MAX_DELAY_S)
         attempt += 1
+
+
+def reconcile_zones(names: list[str] | None = None) -> dict[str, int]:
+    """Link the disconnected permits named ``names`` (None: all) that now match a zone.
+
+    Enqueued after a zone or alias is added; idempotent, so RQ may run it again.
+    """
+    job = get_current_job()
+    with structlog.contextvars.bound_contextvars(
+        job_id=job.id if job is not None else None, job="reconcile_zones"
+    ):
+        result = reconcile(get_context().sessions, names)
+        log.info("zones_reconciled", names=result.names, linked=result.linked)
+    return {"names": result.names, "linked": result.linked, "batches": result.batches}

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from shared.models import DeadLetter, Permit
 from shared.schemas import PermitJob
+from worker.zones import ZoneIndex
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +36,7 @@ class StoreResult:
 def store_permits(
     session: Session,
     permits: Sequence[PermitJob],
-    zone_id: Callable[[str | None], int | None],
+    zones: ZoneIndex,
     job_id: str | None = None,
 ) -> StoreResult:
     """Store ``permits`` in one transaction; rows that cannot be stored go to dead letters.
@@ -45,7 +46,7 @@ def store_permits(
     """
     try:
         with session.begin():
-            stored = _insert(session, [to_row(p, zone_id) for p in permits])
+            stored = _insert(session, zones, [to_row(p, zones.zone_id) for p in permits])
         return StoreResult(stored, len(permits) - stored, 0)
     except ROW_ERRORS:
         log.warning("batch_failed_retrying_rows", size=len(permits))
@@ -53,7 +54,7 @@ def store_permits(
     for permit in permits:
         try:
             with session.begin():
-                stored += _insert(session, [to_row(permit, zone_id)])
+                stored += _insert(session, zones, [to_row(permit, zones.zone_id)])
         except ROW_ERRORS as exc:
             dead += 1
             _dead_letter(session, permit, exc, job_id)
@@ -81,8 +82,10 @@ def to_row(permit: PermitJob, zone_id: Callable[[str | None], int | None]) -> di
     }
 
 
-def _insert(session: Session, rows: list[dict[str, Any]]) -> int:
+def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> int:
     """Insert ``rows``, skipping reference ids already stored; return how many were new."""
+    # A zone added a moment ago may be missing from the cached map: see shared/zones.py.
+    zones.link_disconnected(session, rows)
     statement = _insert_ignoring_duplicates(session).returning(Permit.reference_id)
     return len(session.execute(statement, rows).all())
 
