@@ -36,10 +36,15 @@ class Settings:
     redis_timeout_s: float = 1.0
     retry_after_s: int = 2
     token_cache_s: float = 5.0
+    # Set when several receiver processes share one port: prometheus-client keeps each
+    # process's metrics in files there and /metrics sums them (prometheus-client reads
+    # this variable itself, too).
+    prometheus_multiproc_dir: str = ""
     # Times carry no offset; the contract says they are UTC unless configured otherwise.
     default_timezone: str = "UTC"
     # Worker.
     token_publish_s: float = 30.0
+    stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
     zone_cache_s: float = 5.0
     job_timeout_s: int = 300
 

@@ -8,6 +8,7 @@ from rq import get_current_job
 from shared.schemas import PermitJob
 from worker.context import get_context
 from worker.persist import store_permits
+from worker.stats import record_stored
 
 log = structlog.get_logger(__name__)
 
@@ -20,6 +21,8 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
     with structlog.contextvars.bound_contextvars(job_id=job_id, job="persist_permits"):
         with context.sessions() as session:
             result = store_permits(session, permits, context.zones.zone_id, job_id)
+        if job is not None:
+            record_stored(job.connection, result.stored)  # committed: count it for /metrics
         log.info(
             "permits_stored",
             size=len(permits),
