@@ -25,8 +25,12 @@ from shared.redis import make_receiver_redis
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, processes: int) -> None:
     """Run the receiver (HTTP push endpoint)."""
+    from ingest.metrics import prepare_multiprocess_dir
+
     configure_logging(settings)
     require_redis(make_receiver_redis(settings), settings.redis_url)
+    if settings.prometheus_multiproc_dir:  # before any receiver process counts anything
+        prepare_multiprocess_dir(settings.prometheus_multiproc_dir)
     if processes == 1:
         _serve(settings, host, port, False)
     else:

@@ -9,8 +9,10 @@ from redis import Redis
 
 from ingest.auth import TokenCache
 from ingest.batcher import Batcher
-from ingest.keys import BATCHER, REDIS, SETTINGS, TOKENS
+from ingest.keys import BATCHER, METRICS, REDIS, SETTINGS, TOKENS
+from ingest.metrics import ReceiverMetrics
 from ingest.middlewares import error_middleware, request_id_middleware
+from ingest.ops import metrics_middleware
 from ingest.queue import PermitEnqueuer
 from ingest.routes import setup_routes
 from shared.config import Settings
@@ -23,10 +25,11 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     # of exactly that size; test_push_contract pins the exact limit).
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[REDIS] = redis if redis is not None else make_receiver_redis(settings)
+    app[METRICS] = ReceiverMetrics(settings, app[REDIS])
     app.cleanup_ctx.append(_lifecycle)
     setup_routes(app)
     return app
@@ -37,7 +40,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
     enqueuer = PermitEnqueuer(redis, settings)
     app[BATCHER] = Batcher(
-        enqueuer.enqueue,
+        app[METRICS].timed_flush(enqueuer.enqueue),
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
         concurrency=settings.enqueue_concurrency,

@@ -86,9 +86,7 @@ def test_every_state_matches_rq_and_a_running_job_is_started(
     assert list(stats.queue("permits").jobs) == list(JOB_STATUSES)
 
 
-def test_lag_is_the_age_of_the_oldest_queued_job(
-    redis: fakeredis.FakeRedis, queue: Queue
-) -> None:
+def test_lag_is_the_age_of_the_oldest_queued_job(redis: fakeredis.FakeRedis, queue: Queue) -> None:
     assert read_queue_stats(redis, ["permits"]).queue("permits").lag_s == 0.0  # empty
     first = queue.enqueue("json.dumps", 1)
     second = queue.enqueue("json.dumps", 2)
