@@ -12,7 +12,7 @@ import click
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from cli import db, dev, run, tokens
+from cli import db, dev, run, status, tokens
 from shared.config import Settings
 from shared.errors import PermitPushError
 
@@ -46,5 +46,5 @@ def main(ctx: click.Context) -> None:
     ctx.obj = Settings.from_env()
 
 
-for command in (*run.COMMANDS, dev.dev, db.db, tokens.tokens):
+for command in (*run.COMMANDS, dev.dev, db.db, tokens.tokens, status.status):
     main.add_command(command)
