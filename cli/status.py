@@ -76,7 +76,10 @@ def status(settings: Settings, watch: bool, interval: float) -> None:
         while True:
             with sessions() as session:
                 text = render(take_snapshot(redis, session, settings.queue_name))
-            click.echo(_HOME_AND_CLEAR + text if in_place else text)
+            if in_place:  # color=True: click would strip the escape codes as colours
+                click.echo(_HOME_AND_CLEAR + text, color=True)
+            else:
+                click.echo(text)
             if not watch:
                 return
             time.sleep(interval)
