@@ -141,30 +141,29 @@ class QueueCollector(Collector):
             workers.add_metric([worker.name, worker.queues, worker.state], 1)
         families: list[Metric] = [jobs, lag, workers]
         permits = stats.permits
-        if permits.stored_total is not None:
-            families.append(
-                CounterMetricFamily(
-                    "permit_push_permits_stored",
-                    "Permits the workers inserted (a resend or re-run adds nothing).",
-                    value=permits.stored_total,
-                )
-            )
-        if permits.disconnected is not None:
-            families.append(
-                GaugeMetricFamily(
-                    "permit_push_permits_disconnected",
-                    "Stored permits whose zone name matches no zone or alias.",
-                    value=permits.disconnected,
-                )
-            )
-        if permits.dead_letters is not None:
-            families.append(
-                GaugeMetricFamily(
-                    "permit_push_dead_letters",
-                    "Rows in the dead-letter table not yet requeued.",
-                    value=permits.dead_letters,
-                )
-            )
+        published: list[tuple[Callable[..., Metric], str, str, int | None]] = [
+            (
+                CounterMetricFamily,
+                "permit_push_permits_stored",
+                "Permits the workers inserted (a resend or re-run adds nothing).",
+                permits.stored_total,
+            ),
+            (
+                GaugeMetricFamily,
+                "permit_push_permits_disconnected",
+                "Stored permits whose zone name matches no zone or alias.",
+                permits.disconnected,
+            ),
+            (
+                GaugeMetricFamily,
+                "permit_push_dead_letters",
+                "Rows in the dead-letter table not yet requeued.",
+                permits.dead_letters,
+            ),
+        ]
+        for family, name, documentation, figure in published:
+            if figure is not None:  # not published (yet, or any more): no series, not 0
+                families.append(family(name, documentation, value=figure))
         return families
 
 
