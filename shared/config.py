@@ -36,9 +36,9 @@ class Settings:
     redis_timeout_s: float = 1.0
     retry_after_s: int = 2
     token_cache_s: float = 5.0
-    # Set when several receiver processes share one port: prometheus-client keeps each
-    # process's metrics in files there and /metrics sums them (prometheus-client reads
-    # this variable itself, too).
+    # Where several receiver processes on one port keep their metrics for /metrics to sum
+    # (prometheus-client reads this variable itself, too); `serve --processes N` makes a
+    # private one when it is unset.
     prometheus_multiproc_dir: str = ""
     # Times carry no offset; the contract says they are UTC unless configured otherwise.
     default_timezone: str = "UTC"

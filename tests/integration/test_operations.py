@@ -100,8 +100,10 @@ def test_operations_with_a_real_receiver_and_worker(
     }
     port = free_port()
     queue = Queue("permits", connection=real_redis, serializer=JSONSerializer)
-    with running("serve", "--port", str(port), env=env, log=tmp_path / "serve.log"):
-        wait_for_port(port)
+    # Two receiver processes: /metrics must sum what both counted, whichever answers.
+    serve = ("serve", "--port", str(port), "--processes", "2")
+    with running(*serve, env=env, log=tmp_path / "serve.log"):
+        wait_for_port(port, timeout_s=60)
         assert http(port, "/readyz")[0] == 200
         references = []
         for number in range(4):  # one at a time: one batch, one job each
@@ -150,6 +152,12 @@ def test_operations_with_a_real_receiver_and_worker(
             assert value(found, "permit_push_queue_lag_seconds", queue="permits") == 0
             assert value(found, "permit_push_permits_stored_total") == 4
             assert value(found, "permit_push_dead_letters") == 0
+            push = {"route": "push", "method": "POST"}
+            by_status = {
+                status: value(found, "permit_push_http_requests_total", **push, status=status)
+                for status in ("200", "400", "401")
+            }
+            assert by_status == {"200": 4, "400": 1, "401": 1}  # both processes' counts
             assert exposition_problems(text) == []
             if shutil.which(PROMTOOL) or os.environ.get("CI") == "true":  # as needs_promtool
                 checked = subprocess.run(
