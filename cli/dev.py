@@ -116,6 +116,9 @@ def _redis_for_dev(settings: Settings) -> Iterator[str]:
             "install redis-server, or pip install 'permit-push[embedded]'"
         ) from None
     fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    # An RQ worker's BLPOP keeps its handler thread waiting (up to RQ's dequeue timeout,
+    # minutes) after the worker has gone; server_close() would wait for it on exit.
+    fake.daemon_threads = True
     thread = threading.Thread(target=fake.serve_forever, daemon=True)
     thread.start()
     try:
