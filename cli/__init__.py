@@ -12,7 +12,7 @@ import click
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from cli import db, dev, failed, run, tokens, zones
+from cli import db, dev, failed, run, status, tokens, zones
 from shared.config import Settings
 from shared.errors import PermitPushError
 
@@ -46,5 +46,13 @@ def main(ctx: click.Context) -> None:
     ctx.obj = Settings.from_env()
 
 
-for command in (*run.COMMANDS, dev.dev, db.db, tokens.tokens, failed.failed, zones.zones):
+for command in (
+    *run.COMMANDS,
+    dev.dev,
+    db.db,
+    tokens.tokens,
+    zones.zones,
+    failed.failed,
+    status.status,
+):
     main.add_command(command)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
+
 import click
 
 from cli.checks import require_database, require_redis
@@ -27,10 +33,33 @@ def serve(settings: Settings, host: str, port: int, processes: int) -> None:
     """Run the receiver (HTTP push endpoint)."""
     configure_logging(settings)
     require_redis(make_receiver_redis(settings), settings.redis_url)
-    if processes == 1:
-        _serve(settings, host, port, False)
+    with _metrics_dir(settings, processes) as settings:
+        if processes == 1:
+            _serve(settings, host, port, False)
+        else:
+            run_processes(_serve, (settings, host, port, True), processes)
+
+
+@contextlib.contextmanager
+def _metrics_dir(settings: Settings, processes: int) -> Iterator[Settings]:
+    """Settings under which every receiver process's metrics reach every scrape.
+
+    PROMETHEUS_MULTIPROC_DIR, when set, is emptied before any process counts. With
+    several processes and none set, a private one is made for this run: otherwise each
+    scrape would show the counts of whichever process the kernel gave the connection.
+    """
+    from ingest.metrics import prepare_multiprocess_dir
+
+    if settings.prometheus_multiproc_dir:
+        prepare_multiprocess_dir(settings.prometheus_multiproc_dir)
+        yield settings
+    elif processes == 1:
+        yield settings
     else:
-        run_processes(_serve, (settings, host, port, True), processes)
+        with tempfile.TemporaryDirectory(prefix="permit-push-metrics-") as directory:
+            # prometheus-client reads the variable itself, in each child as it starts.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            yield dataclasses.replace(settings, prometheus_multiproc_dir=directory)
 
 
 @click.command()

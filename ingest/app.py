@@ -11,9 +11,21 @@ from redis import Redis
 from ingest.auth import TokenCache
 from ingest.batcher import Batcher
 from ingest.durability import resolve_wait_aof
-from ingest.keys import BATCHER, ENQUEUER, LIMITER, OPERATIONS, READS, REDIS, SETTINGS, TOKENS
+from ingest.keys import (
+    BATCHER,
+    ENQUEUER,
+    LIMITER,
+    METRICS,
+    OPERATIONS,
+    READS,
+    REDIS,
+    SETTINGS,
+    TOKENS,
+)
+from ingest.metrics import ReceiverMetrics
 from ingest.middlewares import error_middleware, request_id_middleware
 from ingest.operations import OperationEnqueuer
+from ingest.ops import metrics_middleware
 from ingest.queue import PermitEnqueuer
 from ingest.ratelimit import RateLimiter
 from ingest.reading import NoDatabase, PermitReads
@@ -28,10 +40,11 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     # of exactly that size; test_push_contract pins the exact limit).
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[REDIS] = redis if redis is not None else make_receiver_redis(settings)
+    app[METRICS] = ReceiverMetrics(settings, app[REDIS])
     app.cleanup_ctx.append(_lifecycle)
     setup_routes(app)
     return app
@@ -44,7 +57,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     enqueuer.wait_aof = await asyncio.to_thread(resolve_wait_aof, settings, redis)
     app[ENQUEUER] = enqueuer
     app[BATCHER] = Batcher(
-        enqueuer.enqueue,
+        app[METRICS].timed_flush(enqueuer.enqueue),
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
         concurrency=settings.enqueue_concurrency,

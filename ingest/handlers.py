@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from ingest.keys import BATCHER, LIMITER, TOKENS
@@ -25,6 +26,7 @@ async def push_permit(request: web.Request) -> web.Response:
     client = await authenticate(request, permit.api_token)
     item = PushItem(client, permit, received_at, request.headers.get(IDEMPOTENCY_HEADER))
     reference_id = await request.app[BATCHER].submit(item)
+    structlog.contextvars.bind_contextvars(reference_id=reference_id)  # on the request's line
     return json_response(success_body(reference_id))
 
 

@@ -5,6 +5,7 @@ from redis import Redis
 
 from ingest.auth import TokenCache
 from ingest.batcher import Batcher
+from ingest.metrics import ReceiverMetrics
 from ingest.queue import PermitEnqueuer
 from ingest.ratelimit import RateLimiter
 from ingest.reading import PermitReads
@@ -18,3 +19,4 @@ ENQUEUER = web.AppKey("enqueuer", PermitEnqueuer)
 OPERATIONS = web.AppKey("operations", Batcher)  # updates and deletes
 LIMITER = web.AppKey("limiter", RateLimiter)
 READS = web.AppKey("reads", PermitReads)
+METRICS = web.AppKey("metrics", ReceiverMetrics)

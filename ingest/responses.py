@@ -10,6 +10,9 @@ from aiohttp import web
 
 from shared.codes import MESSAGES
 
+# The ErrorCode an error reply carries, for the metrics middleware (no body parsing).
+ERROR_CODE = web.ResponseKey("error_code", int)
+
 
 def json_response(
     body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
@@ -38,7 +41,9 @@ def error_response(
         "errors": dict(errors or {}),
     }
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
-    return json_response(body, status=status, headers=headers)
+    response = json_response(body, status=status, headers=headers)
+    response[ERROR_CODE] = code
+    return response
 
 
 class ApiError(Exception):

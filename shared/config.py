@@ -43,6 +43,10 @@ class Settings:
     # Reply only once Redis has fsynced the batch: off | waitaof | auto (WAITAOF needs
     # Redis >= 7.2 with appendonly yes; auto falls back to the acknowledgement alone).
     durable_ack: str = "off"
+    # Where several receiver processes on one port keep their metrics for /metrics to sum
+    # (prometheus-client reads this variable itself, too); `serve --processes N` makes a
+    # private one when it is unset.
+    prometheus_multiproc_dir: str = ""
     # Times carry no offset; the contract says they are UTC unless configured otherwise.
     default_timezone: str = "UTC"
     # A batch push (1..1000 permits) may be this large; single pushes keep max_body_bytes.
@@ -58,6 +62,7 @@ class Settings:
     lookup_grace_s: int = 0
     # Worker.
     token_publish_s: float = 30.0
+    stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
     zone_cache_s: float = 5.0
     job_timeout_s: int = 300
     # A batch whose worker stopped heart-beating this long ago is run again (RQ's

@@ -16,6 +16,10 @@ REFERENCE_KEY_PREFIX = KEY_PREFIX + "ref:"
 # One counter for every update and delete: its order is the order they were received.
 OPERATION_SEQ_KEY = KEY_PREFIX + "opseq"
 RATE_KEY_PREFIX = KEY_PREFIX + "rate:"  # rate:<client id> -> token bucket (hash)
+# Figures the workers publish for the receiver's /metrics (see worker/stats.py).
+PERMITS_STORED_KEY = KEY_PREFIX + "stats:permits_stored"  # counter: INCRBY per batch
+DB_STATS_KEY = KEY_PREFIX + "stats:db"  # hash: counts read from the database
+DB_STATS_LOCK_KEY = KEY_PREFIX + "stats:db:lock"  # one worker counts per interval
 
 DEDUP_TTL_S = 24 * 60 * 60
 REFERENCE_TTL_S = DEDUP_TTL_S

@@ -16,16 +16,20 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def make_engine(settings: Settings, **kwargs: Any) -> Engine:
-    """An engine for DATABASE_URL; SQLite gets WAL and a busy timeout for its writers."""
+    """An engine for DATABASE_URL; SQLite gets WAL and a busy timeout for its writers.
+
+    ``hide_parameters``: a database error's text would otherwise carry the statement's
+    parameters, i.e. whole permits, into tracebacks, logs and RQ's failed job registry.
+    """
     try:
         url = make_url(settings.database_url)
     except ArgumentError:
         raise ConfigError(f"DATABASE_URL={settings.database_url!r} is not a database URL") from None
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from shared.config import Settings
 
@@ -37,7 +39,7 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared_processors,
+        foreign_pre_chain=[*shared_processors, strip_terminal_colours],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -49,3 +51,14 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_terminal_colours(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Drop the colour codes RQ puts in its messages when stdout is a terminal."""
+    message = event.get("event")
+    if isinstance(message, str) and "\x1b[" in message:
+        event["event"] = _ANSI_ESCAPE.sub("", message)
+    return event

@@ -17,6 +17,7 @@ from worker.context import WorkerContext, get_context
 from worker.operations import DrainResult, apply_batch, drain
 from worker.persist import StoreResult, store_permits
 from worker.reconcile import reconcile
+from worker.stats import record_stored
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,8 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
 
     with structlog.contextvars.bound_contextvars(job_id=job_id, job="persist_permits"):
         result, drained = _retrying(context, store)
+        if job is not None:
+            record_stored(job.connection, result.stored)  # committed: count it for /metrics
         log.info(
             "permits_stored",
             size=len(permits),

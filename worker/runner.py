@@ -1,4 +1,4 @@
-"""The worker process: an RQ SimpleWorker plus a token publisher thread.
+"""The worker process: an RQ SimpleWorker plus threads publishing tokens and figures.
 
 RQ's default Worker forks a work horse per job: about 6 jobs/s measured here, since each
 fork re-imports state and opens a new database connection. SimpleWorker runs jobs in its
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from functools import partial
 
 import structlog
 from redis import Redis
@@ -22,6 +24,7 @@ from shared.config import Settings
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
 from worker.recovery import HeartbeatWorker
+from worker.stats import publish_database_counts
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +40,14 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """
     context = init_context(settings)
     redis = make_worker_redis(settings)
-    publisher = TokenPublisher(context, settings)
-    publisher.publish_once()  # the receiver can authenticate before the first interval
-    publisher.start()
+    side_redis = make_worker_redis(settings)  # the background threads' own connections
+    publishers = [
+        Periodic("tokens_publish", settings.token_publish_s, partial(_tokens, context, side_redis)),
+        Periodic("stats_publish", settings.stats_publish_s, partial(_stats, context, side_redis)),
+    ]
+    for publisher in publishers:
+        publisher.run_once()  # the receiver can authenticate before the first interval
+        publisher.start()
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
     try:
         while True:
@@ -64,7 +72,10 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             if not wait_for_redis(redis):
                 return
     finally:
-        publisher.stop()
+        for publisher in publishers:
+            publisher.stop()
+        # Leave current figures behind (a burst run's, or the last before a restart).
+        run_logged("stats_publish", partial(_stats, context, side_redis, force=True))
 
 
 def wait_for_redis(redis: Redis, max_delay_s: float = 5.0) -> bool:
@@ -86,31 +97,50 @@ def wait_for_redis(redis: Redis, max_delay_s: float = 5.0) -> bool:
             signal.signal(sig, handler)
 
 
-class TokenPublisher(threading.Thread):
-    """Re-publishes the active clients' token hashes to Redis every few seconds.
+def _tokens(context: WorkerContext, redis: Redis) -> None:
+    """Re-publish the active clients' token hashes.
 
     Redis may restart without its data; this brings the tokens back within one interval
     with no one acting.
     """
+    with context.sessions() as session:
+        count = publish_tokens(session, redis)
+    log.debug("tokens_published", clients=count)
 
-    def __init__(self, context: WorkerContext, settings: Settings) -> None:
-        super().__init__(name="token-publisher", daemon=True)
-        self._context = context
-        self._redis = make_worker_redis(settings)
-        self._interval_s = settings.token_publish_s
+
+def _stats(context: WorkerContext, redis: Redis, *, force: bool = False) -> None:
+    """Publish the database counts the receiver's /metrics shows (worker/stats.py)."""
+    with context.sessions() as session:
+        publish_database_counts(session, redis, context.settings.stats_publish_s, force=force)
+
+
+def run_logged(task: str, action: Callable[[], None]) -> None:
+    """Run ``action``; a failure (Redis or the database away) is logged, not raised."""
+    try:
+        action()
+    except Exception as exc:  # one line each interval, not a traceback, while it lasts
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        log.warning("periodic_task_failed", task=task, error=type(exc).__name__, reason=reason)
+
+
+class Periodic(threading.Thread):
+    """Runs ``action`` every ``interval_s`` seconds until stopped.
+
+    A failure (Redis or the database away) is logged and retried at the next interval.
+    """
+
+    def __init__(self, name: str, interval_s: float, action: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._action = action
+        self._interval_s = interval_s
         self._stopped = threading.Event()
 
-    def publish_once(self) -> None:
-        try:
-            with self._context.sessions() as session:
-                count = publish_tokens(session, self._redis)
-            log.debug("tokens_published", clients=count)
-        except Exception:  # Redis or the database away: try again next interval
-            log.warning("tokens_publish_failed", exc_info=True)
+    def run_once(self) -> None:
+        run_logged(self.name, self._action)
 
     def run(self) -> None:
         while not self._stopped.wait(self._interval_s):
-            self.publish_once()
+            self.run_once()
 
     def stop(self) -> None:
         self._stopped.set()

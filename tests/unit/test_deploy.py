@@ -159,6 +159,24 @@ def test_ingest_is_published_and_checked_on_readyz(services: dict[str, Any]) -> 
     assert any("/readyz" in arg for arg in argv(ingest["healthcheck"]["test"]))
 
 
+def test_rq_dashboard_shows_the_queue_the_metrics_report(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """rq-dashboard counts through RQ's API, as `rq info` does and as /metrics' figures are
+    checked to agree (tests/unit/test_queue_stats.py). It shows the same queue if it reads
+    the same Redis database, decodes the jobs' JSON and runs the workers' RQ version."""
+    dashboard = services["rq-dashboard"]
+    environment = dashboard["environment"]
+    assert (
+        environment["RQ_DASHBOARD_REDIS_URL"]
+        == compose["x-permit-push"]["environment"]["REDIS_URL"]
+    )
+    assert environment["RQ_DASHBOARD_JSON_SERIALIZER"] == "true"
+    assert dashboard["build"]["target"] == "rq-dashboard"
+    stage = dockerfile_stages()["rq-dashboard"]
+    assert re.match(r"FROM base AS rq-dashboard", stage[0], re.IGNORECASE)  # the app's RQ
+
+
 def test_permit_push_services_share_one_image(services: dict[str, Any]) -> None:
     built_from_app = {
         name

@@ -1,0 +1,57 @@
+"""Log lines: one JSON object a line, RQ's too; permit data stays out of error texts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
+from shared.config import Settings
+from shared.db import make_engine
+from shared.models import Permit
+
+
+def test_stdlib_and_rq_records_come_out_as_one_json_object_a_line() -> None:
+    code = textwrap.dedent(
+        """
+        import logging, structlog
+        from shared.config import Settings
+        from shared.logging import configure_logging
+        configure_logging(Settings(log_format="json"))
+        # RQ colours its messages when stdout is a terminal.
+        green = "\\x1b[32mpermits\\x1b[39;49;00m"
+        logging.getLogger("rq.worker").info("Worker %s: %s", "w1", green)
+        try:
+            raise ValueError("first line\\nsecond line")
+        except ValueError:
+            structlog.get_logger("ingest").exception("request_failed")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    rq_line, error_line = map(json.loads, lines)
+    assert rq_line == {
+        "event": "Worker w1: permits",
+        "level": "info",
+        "logger": "rq.worker",
+        "timestamp": rq_line["timestamp"],
+    }
+    assert error_line["event"] == "request_failed"
+    assert "ValueError: first line" in error_line["exception"]
+
+
+def test_database_errors_do_not_carry_the_permits(settings: Settings) -> None:
+    engine = make_engine(settings)
+    row = {"reference_id": "r-1", "client_id": 999, "plate": "SECRET-PLATE"}
+    with pytest.raises(IntegrityError) as raised, engine.begin() as connection:
+        connection.execute(insert(Permit), [row])  # NOT NULL columns missing
+    assert "SECRET-PLATE" not in str(raised.value)
+    engine.dispose()
