@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from ingest.durability import resolve_wait_aof
-from ingest.queue import PermitEnqueuer, PushItem
+from ingest.queue import JobWriter, PermitEnqueuer, PushItem
 from shared.config import Settings
 from shared.redis import make_receiver_redis
 from shared.schemas import load_permit
@@ -40,8 +40,9 @@ def measure(mode: str, binary: str, batches: int, batch_size: int) -> str:
             max_queue_depth=0,
         )
         redis = make_receiver_redis(settings)
-        enqueuer = PermitEnqueuer(redis, settings)
-        enqueuer.wait_aof = resolve_wait_aof(settings, redis)
+        writer = JobWriter(redis, settings)
+        writer.wait_aof = resolve_wait_aof(settings, redis)
+        enqueuer = PermitEnqueuer(writer, settings)
         client = ClientInfo(1, "bench", "Standard")
         now = datetime.now(UTC)
 

@@ -26,7 +26,7 @@ from ingest.metrics import ReceiverMetrics
 from ingest.middlewares import error_middleware, request_id_middleware
 from ingest.operations import OperationEnqueuer
 from ingest.ops import metrics_middleware
-from ingest.queue import PermitEnqueuer
+from ingest.queue import JobWriter, PermitEnqueuer
 from ingest.ratelimit import RateLimiter
 from ingest.reading import NoDatabase, PermitReads
 from ingest.routes import setup_routes
@@ -53,8 +53,9 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, redis = app[SETTINGS], app[REDIS]
     app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
-    enqueuer = PermitEnqueuer(redis, settings)
-    enqueuer.wait_aof = await asyncio.to_thread(resolve_wait_aof, settings, redis)
+    writer = JobWriter(redis, settings)
+    writer.wait_aof = await asyncio.to_thread(resolve_wait_aof, settings, redis)
+    enqueuer = PermitEnqueuer(writer, settings)
     app[ENQUEUER] = enqueuer
     app[BATCHER] = Batcher(
         app[METRICS].timed_flush(enqueuer.enqueue),
@@ -65,9 +66,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[LIMITER] = RateLimiter(redis, settings)
     reads = _open_reads(settings)
     app[READS] = reads if reads is not None else NoDatabase()
-    operations = OperationEnqueuer(
-        redis, enqueuer.queue, settings, reads.owners if reads is not None else None
-    )
+    operations = OperationEnqueuer(writer, settings, reads.owners if reads is not None else None)
     # Updates and deletes share the micro-batching machinery (their own batches and job).
     app[OPERATIONS] = Batcher(
         operations.enqueue,

@@ -24,18 +24,13 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import structlog
-from redis import Redis
-from rq import Queue
 
-from ingest.queue import JOB_RETRY
+from ingest.queue import JobWriter
 from shared.config import Settings
 from shared.constants import (
     APPLY_OPERATIONS_JOB,
-    JOB_FAILURE_TTL_S,
-    JOB_RESULT_TTL_S,
     OPERATION_SEQ_KEY,
     REFERENCE_KEY_PREFIX,
-    REFERENCE_TTL_S,
 )
 from shared.errors import RecordNotFoundError
 from shared.lifecycle import OperationChanges, OperationIn, OperationJob
@@ -60,14 +55,11 @@ class OperationItem:
 class OperationEnqueuer:
     """Numbers, checks and enqueues a micro-batch of operations as one job."""
 
-    def __init__(
-        self, redis: Redis, queue: Queue, settings: Settings, owners: OwnerLookup | None
-    ) -> None:
-        self.redis = redis
-        self.queue = queue
+    def __init__(self, writer: JobWriter, settings: Settings, owners: OwnerLookup | None) -> None:
+        self.writer = writer
+        self.redis = writer.redis
         self._owners = owners
         self._timezone = settings.timezone
-        self._job_timeout_s = settings.job_timeout_s
 
     def enqueue(self, items: list[OperationItem]) -> list[str | Exception]:
         """Enqueue ``items``; return each one's reference id, or the error refusing it."""
@@ -94,7 +86,13 @@ class OperationEnqueuer:
                 jobs.append(self._to_job(item, seq, create_expected=owner is not None))
                 outcomes.append(reference_id)
         if jobs:
-            self._enqueue_job(jobs, confirmed)
+            # Owners found in the database go back to Redis with the job.
+            self.writer.write(
+                APPLY_OPERATIONS_JOB,
+                {"operations": jobs},
+                f"apply_operations({len(jobs)} operations)",
+                confirmed,
+            )
         return outcomes
 
     def _number_and_read_owners(
@@ -124,23 +122,6 @@ class OperationEnqueuer:
         except Exception as exc:  # the database is away: the worker decides instead
             log.warning("owner_lookup_failed", error=type(exc).__name__)
             return None
-
-    def _enqueue_job(self, jobs: list[OperationJob], confirmed: dict[str, int]) -> None:
-        """Round trip 2: one job for the batch; owners found in the database go back to Redis."""
-        job = self.queue.create_job(
-            APPLY_OPERATIONS_JOB,
-            kwargs={"operations": jobs},
-            description=f"apply_operations({len(jobs)} operations)",
-            timeout=self._job_timeout_s,
-            result_ttl=JOB_RESULT_TTL_S,
-            failure_ttl=JOB_FAILURE_TTL_S,
-            retry=JOB_RETRY,
-        )
-        with self.redis.pipeline() as pipe:
-            self.queue.enqueue_job(job, pipeline=pipe)  # RQ opens the MULTI
-            for reference_id, owner in confirmed.items():
-                pipe.set(REFERENCE_KEY_PREFIX + reference_id, owner, ex=REFERENCE_TTL_S)
-            pipe.execute()
 
     def _to_job(self, item: OperationItem, seq: int, create_expected: bool) -> OperationJob:
         op = item.operation

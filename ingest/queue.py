@@ -7,8 +7,10 @@ event loop.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
@@ -69,19 +71,72 @@ class PushItem:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class PermitEnqueuer:
-    """Claims reference ids (de-duplicating resends) and enqueues a batch as one job."""
+class JobWriter:
+    """Writes a micro-batch as ONE RQ job, with the owner of each reference id, in one MULTI.
+
+    Creates and operations (worker.jobs.persist_permits / apply_operations) both go
+    through here, so both get the same retry policy and the same durable acknowledgement.
+    """
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
-        self._timezone = settings.timezone
         self._job_timeout_s = settings.job_timeout_s
-        self._max_depth = settings.max_queue_depth
-        self._depth_keys = (self.queue.key, self.queue.scheduled_job_registry.key)
         # Set by the app at startup once the server is known to support WAITAOF.
         self.wait_aof = False
         self._wait_aof_timeout_ms = max(1, int(settings.redis_timeout_s * 1000))
+
+    def write(
+        self,
+        function: str,
+        kwargs: dict[str, Any],
+        description: str,
+        owners: Mapping[str, int],
+    ) -> None:
+        """Enqueue ``function(**kwargs)``; ``owners`` maps reference ids to their client."""
+        job = self.queue.create_job(
+            function,
+            kwargs=kwargs,
+            # RQ's default description is the call with its arguments: plates would show
+            # in rq-dashboard and logs.
+            description=description,
+            timeout=self._job_timeout_s,
+            result_ttl=JOB_RESULT_TTL_S,
+            failure_ttl=JOB_FAILURE_TTL_S,
+            retry=JOB_RETRY,
+        )
+        with self.redis.pipeline() as pipe:
+            self.queue.enqueue_job(job, pipeline=pipe)  # RQ opens the MULTI
+            # Who owns each reference id, in the same MULTI as the job: an update or
+            # delete for an id this client was given is accepted without the database.
+            for reference_id, client_id in owners.items():
+                pipe.set(REFERENCE_KEY_PREFIX + reference_id, client_id, ex=REFERENCE_TTL_S)
+            pipe.execute()
+        if self.wait_aof:
+            self._wait_for_fsync()
+
+    def _wait_for_fsync(self) -> None:
+        """Block until Redis has fsynced its AOF up to this batch (Redis >= 7.2).
+
+        WAITAOF cannot run inside MULTI, hence its own round trip. If the fsync does not
+        happen within the timeout the batch is refused (503): it may still be stored,
+        and the client's resend maps to the same reference id.
+        """
+        command = ("WAITAOF", 1, 0, self._wait_aof_timeout_ms)
+        local, _replicas = self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+        if int(local) < 1:
+            raise QueueUnavailableError("Redis did not fsync the batch in time")
+
+
+class PermitEnqueuer:
+    """Claims reference ids (de-duplicating resends) and enqueues a batch as one job."""
+
+    def __init__(self, writer: JobWriter, settings: Settings) -> None:
+        self.writer = writer
+        self.redis = writer.redis
+        self._timezone = settings.timezone
+        self._max_depth = settings.max_queue_depth
+        self._depth_keys = (writer.queue.key, writer.queue.scheduled_job_registry.key)
 
     def enqueue(self, items: list[PushItem]) -> list[str | Exception]:
         """Enqueue ``items``; return each one's reference id, or the error that refused it.
@@ -96,40 +151,13 @@ class PermitEnqueuer:
             if isinstance(outcome, str):
                 permits[outcome] = to_job_permit(item, outcome, self._timezone)
         if permits:
-            job = self.queue.create_job(
+            self.writer.write(
                 PERSIST_PERMITS_JOB,
-                kwargs={"permits": list(permits.values())},
-                # RQ's default description is the call with its arguments: plates would
-                # show in rq-dashboard and logs.
-                description=f"persist_permits({len(permits)} permits)",
-                timeout=self._job_timeout_s,
-                result_ttl=JOB_RESULT_TTL_S,
-                failure_ttl=JOB_FAILURE_TTL_S,
-                retry=JOB_RETRY,
+                {"permits": list(permits.values())},
+                f"persist_permits({len(permits)} permits)",
+                {ref: permit["client_id"] for ref, permit in permits.items()},
             )
-            with self.redis.pipeline() as pipe:
-                self.queue.enqueue_job(job, pipeline=pipe)  # RQ opens the MULTI
-                # Who owns each reference id, in the same MULTI as the job: an update or
-                # delete for an id this client was given is accepted without the database.
-                for reference_id, permit in permits.items():
-                    owner_key = REFERENCE_KEY_PREFIX + reference_id
-                    pipe.set(owner_key, permit["client_id"], ex=REFERENCE_TTL_S)
-                pipe.execute()
-            if self.wait_aof:
-                self._wait_for_fsync()
         return outcomes
-
-    def _wait_for_fsync(self) -> None:
-        """Block until Redis has fsynced its AOF up to this batch (Redis >= 7.2).
-
-        WAITAOF cannot run inside MULTI, hence its own round trip. If the fsync does not
-        happen within the timeout the batch is refused (503): it may still be stored,
-        and the client's resend maps to the same reference id.
-        """
-        command = ("WAITAOF", 1, 0, self._wait_aof_timeout_ms)
-        local, _replicas = self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
-        if int(local) < 1:
-            raise QueueUnavailableError("Redis did not fsync the batch in time")
 
     def _claim_reference_ids(self, items: list[PushItem]) -> list[str | Exception]:
         """One round trip of SET NX GET: a new id for a new permit, the first id for a resend.

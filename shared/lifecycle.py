@@ -16,7 +16,6 @@ from marshmallow import EXCLUDE, Schema, ValidationError, post_load, validates_s
 
 from shared.codes import (
     END_TIME_INVALID,
-    NOT_PARSEABLE,
     PLATE_REQUIRED,
     REFERENCE_REQUIRED,
     REQUIRED,
@@ -24,15 +23,15 @@ from shared.codes import (
 )
 from shared.normalize import normalize_plate
 from shared.schemas import (
+    AmountField,
+    AttributeField,
+    CurrencyField,
     InvalidPermitError,
+    PlateField,
     Problem,
-    _Amount,
-    _Attribute,
-    _Currency,
-    _Plate,
-    _resolve_aliases,
-    _Timestamp,
-    _Token,
+    TimestampField,
+    TokenField,
+    load_with_aliases,
 )
 
 OperationKind = Literal["update", "delete"]
@@ -84,8 +83,8 @@ class DeleteSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    apiToken = _Token(required=True, required_code=TOKEN_MISSING, max_length=50)
-    referenceID = _Attribute(required=True, required_code=REFERENCE_REQUIRED, max_length=64)
+    apiToken = TokenField(required=True, required_code=TOKEN_MISSING, max_length=50)
+    referenceID = AttributeField(required=True, required_code=REFERENCE_REQUIRED, max_length=64)
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> OperationIn:
@@ -93,10 +92,10 @@ class DeleteSchema(Schema):
 
 
 class UpdateSchema(DeleteSchema):
-    plate = _Plate(max_length=25)
-    Amount = _Amount(max_length=9)
-    currency = _Currency(max_length=10)
-    endTime = _Timestamp(invalid_code=END_TIME_INVALID, max_length=20)
+    plate = PlateField(max_length=25)
+    Amount = AmountField(max_length=9)
+    currency = CurrencyField(max_length=10)
+    endTime = TimestampField(invalid_code=END_TIME_INVALID, max_length=20)
 
     @validates_schema
     def _changes_something(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -127,25 +126,15 @@ _SCHEMAS: dict[OperationKind, tuple[Schema, Mapping[str, tuple[str, ...]]]] = {
 
 def load_operation(kind: OperationKind, body: Any) -> OperationIn:
     """Validate an update or delete body; raise InvalidPermitError keyed by names as sent."""
-    if not isinstance(body, Mapping):
-        raise InvalidPermitError({"body": [Problem("Must be a JSON object.", NOT_PARSEABLE)]})
     schema, aliases = _SCHEMAS[kind]
-    canonical, sent_as, errors = _resolve_aliases(body, aliases)
-    try:
-        operation: OperationIn = schema.load(canonical)
-    except ValidationError as exc:
-        assert isinstance(exc.messages, dict)  # noqa: S101 - a Schema's errors are by field
-        for name, problems in exc.messages.items():
-            errors.setdefault(sent_as.get(name, name), []).extend(problems)
-    if errors:
-        raise InvalidPermitError(errors)
+    operation: OperationIn = load_with_aliases(schema, aliases, body)
     return operation
 
 
 _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 
 
-class _At(_Attribute):
+class _At(AttributeField):
     """A moment: ``YYYY-MM-DDTHH:MM:SS`` (the deployment's time zone) or with an offset."""
 
     invalid_message = "Must be a time written YYYY-MM-DDTHH:MM:SS, optionally with an offset."
@@ -172,8 +161,8 @@ class LookupSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    plate = _Plate(required=True, required_code=PLATE_REQUIRED, max_length=25)
-    zone = _Attribute(max_length=200)
+    plate = PlateField(required=True, required_code=PLATE_REQUIRED, max_length=25)
+    zone = AttributeField(max_length=200)
     at = _At(max_length=32)
 
     @post_load

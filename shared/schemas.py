@@ -70,7 +70,7 @@ class InvalidPermitError(Exception):
         return min(problem.code for problems in self.errors.values() for problem in problems)
 
 
-class _Attribute(fields.Field):  # type: ignore[type-arg]
+class AttributeField(fields.Field):  # type: ignore[type-arg]
     """A string attribute of the push body whose errors carry OPS-COM codes.
 
     Surrounding white space is trimmed; an empty optional attribute counts as absent.
@@ -125,7 +125,7 @@ class _Attribute(fields.Field):  # type: ignore[type-arg]
         return text
 
 
-class _Token(_Attribute):
+class TokenField(AttributeField):
     invalid_message = "Must be 1 to 50 letters, digits or dashes."
 
     def parse(self, text: str) -> str:
@@ -134,7 +134,7 @@ class _Token(_Attribute):
         return text
 
 
-class _Timestamp(_Attribute):
+class TimestampField(AttributeField):
     """``YYYY-MM-DDTHH:MM:SS``, zero-padded (strptime alone accepts "2018-7-2T9:0:0")."""
 
     invalid_message = (
@@ -150,7 +150,7 @@ class _Timestamp(_Attribute):
             raise self.make_error("invalid") from None
 
 
-class _Amount(_Attribute):
+class AmountField(AttributeField):
     invalid_message = 'Must be a decimal string from 0.01 to 999999.99 with two decimals: "14.50".'
 
     def parse(self, text: str) -> str:
@@ -159,7 +159,7 @@ class _Amount(_Attribute):
         return str(Decimal(text))  # "0014.50" -> "14.50"
 
 
-class _Currency(_Attribute):
+class CurrencyField(AttributeField):
     invalid_message = "Must be CAD or USD."
 
     def parse(self, text: str) -> str:
@@ -169,11 +169,11 @@ class _Currency(_Attribute):
         return currency
 
 
-class _Plate(_Attribute):
+class PlateField(AttributeField):
     invalid_message = "Must contain at least one letter or digit."
 
     def parse(self, text: str) -> str:
-        if not normalize_plate(text):
+        if not any(char.isalnum() for char in text):
             raise self.make_error("invalid")
         return text
 
@@ -208,19 +208,19 @@ class PermitSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # meter firmware adds fields of its own
 
-    apiToken = _Token(required=True, required_code=TOKEN_MISSING, max_length=50)
-    Amount = _Amount(max_length=9)
-    CurrencyID = _Currency(max_length=10)
-    startTime = _Timestamp(required=True, invalid_code=START_TIME_INVALID, max_length=20)
-    endTime = _Timestamp(
+    apiToken = TokenField(required=True, required_code=TOKEN_MISSING, max_length=50)
+    Amount = AmountField(max_length=9)
+    CurrencyID = CurrencyField(max_length=10)
+    startTime = TimestampField(required=True, invalid_code=START_TIME_INVALID, max_length=20)
+    endTime = TimestampField(
         required=True,
         required_code=END_TIME_REQUIRED,
         invalid_code=END_TIME_INVALID,
         max_length=20,
     )
-    LicencePlate = _Plate(required=True, required_code=PLATE_REQUIRED, max_length=25)
-    permitNo = _Attribute(max_length=50)
-    zone = _Attribute(max_length=200)
+    LicencePlate = PlateField(required=True, required_code=PLATE_REQUIRED, max_length=25)
+    permitNo = AttributeField(max_length=50)
+    zone = AttributeField(max_length=200)
 
     @validates_schema
     def _end_after_start(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -251,22 +251,31 @@ _SCHEMA = PermitSchema()
 
 def load_permit(body: Any) -> PermitIn:
     """Validate a decoded push body; raise InvalidPermitError keyed by the names as sent."""
+    permit: PermitIn = load_with_aliases(_SCHEMA, ALIASES, body)
+    return permit
+
+
+def load_with_aliases(schema: Schema, aliases: Mapping[str, tuple[str, ...]], body: Any) -> Any:
+    """Load ``body`` with ``schema`` after resolving ``aliases``.
+
+    Raises InvalidPermitError keyed by the names the client sent.
+    """
     if not isinstance(body, Mapping):
         raise InvalidPermitError({"body": [Problem("Must be a JSON object.", NOT_PARSEABLE)]})
-    canonical, sent_as, errors = _resolve_aliases(body)
+    canonical, sent_as, errors = _resolve_aliases(body, aliases)
     try:
-        permit: PermitIn = _SCHEMA.load(canonical)
+        loaded = schema.load(canonical)
     except ValidationError as exc:
         assert isinstance(exc.messages, dict)  # noqa: S101 - a Schema's errors are by field
         for name, problems in exc.messages.items():
             errors.setdefault(sent_as.get(name, name), []).extend(problems)
     if errors:
         raise InvalidPermitError(errors)
-    return permit
+    return loaded
 
 
 def _resolve_aliases(
-    body: Mapping[str, Any], aliases: Mapping[str, tuple[str, ...]] = ALIASES
+    body: Mapping[str, Any], aliases: Mapping[str, tuple[str, ...]]
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, list[Problem]]]:
     """Map each attribute to its canonical name, remembering the name the client used."""
     canonical: dict[str, Any] = {}

@@ -66,6 +66,7 @@ BAD_ATTRIBUTES = [
     pytest.param({"LicencePlate": "   "}, 9006, "LicencePlate", id="plate-blank"),
     pytest.param({"LicencePlate": "A" * 26}, 9030, "LicencePlate", id="plate-too-long"),
     pytest.param({"LicencePlate": "- -"}, 9033, "LicencePlate", id="plate-no-characters"),
+    pytest.param({"LicencePlate": "\u009f"}, 9033, "LicencePlate", id="plate-control-character"),
     pytest.param({"LicencePlate": None, "plate": ["A"]}, 9033, "plate", id="plate-alias-list"),
     pytest.param({"permitNo": "P" * 51}, 9030, "permitNo", id="permit-no-too-long"),
     pytest.param(

@@ -23,7 +23,7 @@ from rq import Queue
 
 from ingest.app import create_app
 from ingest.durability import AofSupport, resolve_wait_aof
-from ingest.queue import JOB_RETRY, PermitEnqueuer
+from ingest.queue import JOB_RETRY, JobWriter
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.errors import ConfigError
@@ -71,13 +71,13 @@ async def test_queue_over_its_depth_is_503_with_retry_after(
 def test_waitaof_runs_after_each_batch_when_enabled(settings: Settings) -> None:
     redis = mock.MagicMock(spec=Redis)
     redis.execute_command.return_value = [1, 0]
-    enqueuer = PermitEnqueuer(redis, settings)
-    enqueuer.wait_aof = True
-    enqueuer._wait_for_fsync()
+    writer = JobWriter(redis, settings)
+    writer.wait_aof = True
+    writer._wait_for_fsync()
     redis.execute_command.assert_called_once_with("WAITAOF", 1, 0, 1000)
     redis.execute_command.return_value = [0, 0]  # not fsynced in time: refuse the batch
     with pytest.raises(Exception, match="fsync"):
-        enqueuer._wait_for_fsync()
+        writer._wait_for_fsync()
 
 
 @pytest.mark.parametrize(
