@@ -1,0 +1,130 @@
+"""Receiver throughput: the same wrk load against each target, one after the other."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from redis import Redis
+
+from bench.procs import BenchError, ProcessGroup, cpu_seconds, python_argv, wait_http
+from bench.results import LoadResult
+from bench.servers.common import PUSH_PATH
+from bench.wrkload import WrkSettings, run_wrk
+
+WARMUP_S = 2.0
+
+
+def start_bare(group: ProcessGroup, port: int, processes: int) -> None:
+    argv = python_argv("-m", "bench.servers.bare", "--port", str(port))
+    group.start("bare", [*argv, "--processes", str(processes)])
+
+
+def start_naive(group: ProcessGroup, port: int, processes: int, redis_url: str) -> None:
+    argv = python_argv("-m", "bench.servers.naive", "--port", str(port))
+    group.start("naive", [*argv, "--processes", str(processes)], {"REDIS_URL": redis_url})
+
+
+@contextlib.contextmanager
+def running(group: ProcessGroup, start: Callable[[], object], port: int) -> Iterator[list[int]]:
+    """Start a target's processes, wait until it answers, yield their pids, stop them."""
+    before = {id(p) for _, p in group.procs}
+    start()
+    started = [p for _, p in group.procs if id(p) not in before]
+    try:
+        wait_http(port, group)
+        yield [p.pid for p in started]
+    finally:
+        for proc in started:
+            group.stop(proc)
+
+
+def redis_cpu_seconds(redis: Redis) -> float:
+    info = redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def with_cpu(run: Callable[[], LoadResult], pids: list[int], redis: Redis) -> LoadResult:
+    """Run a load and attach the target's and Redis's CPU per successful request."""
+    server0, redis0 = cpu_seconds(pids), redis_cpu_seconds(redis)
+    result = run()
+    per_request = 1e6 / max(result.requests, 1)
+    return dataclasses.replace(
+        result,
+        server_cpu_us=(cpu_seconds(pids) - server0) * per_request,
+        redis_cpu_us=(redis_cpu_seconds(redis) - redis0) * per_request,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A running receiver under test."""
+
+    name: str
+    port: int
+    pids: list[int]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{PUSH_PATH}"
+
+
+def warm_up(target: Target, token: str, wrk: WrkSettings) -> None:
+    """A short unreported run: connections, caches and code paths get warm."""
+    run_wrk(target.url, token, _nonce(), WrkSettings(wrk.threads, wrk.connections, WARMUP_S))
+
+
+def one_run(target: Target, token: str, wrk: WrkSettings, redis: Redis) -> LoadResult:
+    """One closed-loop wrk run, with the target's and Redis's CPU per request."""
+    run = functools.partial(run_wrk, target.url, token, _nonce(), wrk)
+    return with_cpu(run, target.pids, redis)
+
+
+def fixed_rate(
+    port: int, token: str, rate: float, duration_s: float, connections: int
+) -> LoadResult:
+    """Open-loop load at `rate` req/s from bench.loadclient, in its own process."""
+    argv = python_argv(
+        "-m",
+        "bench.loadclient",
+        "--port",
+        str(port),
+        "--token",
+        token,
+        "--nonce",
+        _nonce(),
+        "--mode",
+        "rate",
+        "--rate",
+        f"{rate:.0f}",
+        "--duration",
+        f"{duration_s:g}",
+        "--connections",
+        str(connections),
+    )
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration_s + 120, check=False
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            raw = json.loads(line.removeprefix("BENCH_JSON "))
+            return LoadResult(
+                raw["requests"],
+                raw["errors"],
+                raw["seconds"],
+                raw["p50_ms"],
+                raw["p99_ms"],
+                raw["client_cpu_pct"],
+            )
+    raise BenchError(f"load client printed no result: {out.stderr.strip()[-2000:]}")
+
+
+def _nonce() -> str:
+    # Short: it goes into the plate (25 characters at most) with a thread tag and counter.
+    return uuid.uuid4().hex[:6]

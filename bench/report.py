@@ -1,0 +1,101 @@
+"""The benchmark's printed table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.run import Report
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator else "n/a"
+
+
+def _peak_section(report: Report) -> list[str]:
+    if not report.peak:
+        return []
+    s = report.settings
+    lines = [
+        f"Receiver peak: {s['processes']} processes each, wrk -t{s['wrk_threads']} "
+        f"-c{s['connections']}, {s['duration']:g} s runs, median of {s['repeats']} "
+        "(runs alternate between targets)",
+        f"  {'target':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
+        f"{'CPU us/req':>12}{'Redis us/req':>14}",
+    ]
+    for name, r in report.peak.items():
+        lines.append(
+            f"  {name:<14}{r.rps:>10,.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>9}"
+            f"{r.server_cpu_us:>12,.0f}{r.redis_cpu_us:>14,.0f}"
+        )
+    pp, bare, naive = (report.peak.get(k) for k in ("permit-push", "bare", "naive"))
+    if pp and bare and naive:
+        lines.append(
+            f"  permit-push/bare = {_ratio(pp.rps, bare.rps)}   "
+            f"permit-push/naive = {_ratio(pp.rps, naive.rps)}"
+        )
+    if report.at_80:
+        r = report.at_80
+        lines.extend(
+            [
+                f"  permit-push at 80% of peak ({report.at_80_rate:,.0f} req/s offered, "
+                "open loop): "
+                f"{r.rps:,.0f} req/s served, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+                f"errors {r.errors}",
+                f"    (receiver CPU {r.server_cpu_us:,.0f} us/req, "
+                f"Redis {r.redis_cpu_us:,.0f} us/req, "
+                f"load client {r.client_cpu_pct:.0f}% of a core)",
+            ]
+        )
+    return lines
+
+
+def _drain_section(report: Report) -> list[str]:
+    d, raw = report.drain, report.raw
+    if d is None or raw is None:
+        return []
+    s = report.settings
+    return [
+        f"End-to-end drain: {d.permits:,} permits over HTTP ({s['processes']} receivers, "
+        f"{s['workers']} workers) until all are PostgreSQL rows",
+        f"  permit-push            {d.rate:>10,.0f} permits/s  ({d.seconds:.2f} s, {d.jobs:,} "
+        f"jobs, mean {d.permits / max(d.jobs, 1):.1f} permits/job)",
+        f"    worker CPU {d.worker_cpu_us:,.0f} us/permit, PostgreSQL CPU "
+        f"{d.pg_cpu_us:,.0f} us/permit, worker peak RSS {d.worker_peak_rss_mib:.0f} MiB",
+        f"  raw executemany 100/tx {raw.rate:>10,.0f} rows/s     (median of {s['repeats']}: "
+        f"{raw.rows:,} rows, "
+        f"{raw.seconds:.2f} s, PostgreSQL CPU {raw.pg_cpu_us:,.0f} us/row)",
+        f"  permit-push/raw = {_ratio(d.rate, raw.rate)}",
+    ]
+
+
+def _growth_section(report: Report) -> list[str]:
+    if not report.growth:
+        return []
+    s = report.settings
+    lines = [
+        f"Queue growth: queue filled with no worker, then {s['workers']} workers drain it "
+        f"({s.get('fill_batch')} permits/job)",
+        f"  {'queued':>10}{'jobs':>9}{'permits/s':>12}{'seconds':>10}{'worker peak RSS':>17}"
+        f"{'worker us/permit':>18}{'PG us/permit':>14}",
+    ]
+    for size, d in report.growth.items():
+        lines.append(
+            f"  {size:>10,}{d.jobs:>9,}{d.rate:>12,.0f}{d.seconds:>10.2f}"
+            f"{d.worker_peak_rss_mib:>13.0f} MiB{d.worker_cpu_us:>18,.0f}{d.pg_cpu_us:>14,.0f}"
+        )
+    sizes = sorted(report.growth)
+    if len(sizes) > 1:
+        small, large = report.growth[sizes[0]], report.growth[sizes[-1]]
+        lines.append(
+            f"  rate({sizes[-1]:,}) / rate({sizes[0]:,}) = {_ratio(large.rate, small.rate)}"
+        )
+    return lines
+
+
+def print_report(report: Report) -> None:
+    sections = [_peak_section(report), _drain_section(report), _growth_section(report)]
+    if report.notes:
+        sections.append(["Notes:", *(f"  - {n}" for n in report.notes)])
+    print()
+    print("\n\n".join("\n".join(lines) for lines in sections if lines))

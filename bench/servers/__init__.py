@@ -1,0 +1,1 @@
+"""Baseline receivers the benchmark compares permit-push against."""
