@@ -72,7 +72,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         operations.enqueue,
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
-        concurrency=2,
+        # One flush at a time: sequence numbers are taken in the flush, so two at once
+        # could number consecutive windows out of their order of receipt.
+        concurrency=1,
     )
     yield
     # aiohttp has stopped accepting requests; let the queued ones reach Redis.

@@ -23,10 +23,9 @@ from ingest.queue import PushItem
 from ingest.responses import ApiError, json_response, success_body
 from shared import codes
 from shared.constants import BATCH_PUSH_MAX
+from shared.errors import IdempotencyConflictError
 from shared.schemas import InvalidPermitError, PermitIn, load_permit
 from shared.tokens import ClientInfo
-
-NOT_PERMITTED = "Is not permitted."
 
 
 async def push_batch(request: web.Request) -> web.Response:
@@ -40,12 +39,14 @@ async def push_batch(request: web.Request) -> web.Response:
     items, positions = await _authenticated(request, permits, results, received_at)
     if items:
         outcomes = await asyncio.to_thread(request.app[ENQUEUER].enqueue, items)
+        # A full queue or Redis away raises: the whole batch gets 503 + Retry-After.
         for position, outcome in zip(positions, outcomes, strict=True):
-            results[position] = (
-                _error(codes.RECORD_EXISTS, {"Idempotency-Key": [str(outcome)]})
-                if isinstance(outcome, Exception)
-                else success_body(outcome)
-            )
+            if isinstance(outcome, IdempotencyConflictError):
+                results[position] = _error(codes.RECORD_EXISTS, {"Idempotency-Key": [str(outcome)]})
+            elif isinstance(outcome, Exception):
+                raise outcome
+            else:
+                results[position] = success_body(outcome)
     return json_response(_reply([result or {} for result in results]))
 
 

@@ -1,4 +1,4 @@
-"""Micro-batching: pushes that arrive within a few milliseconds share one enqueue.
+"""Micro-batching by group commit: pushes that arrive together share one enqueue.
 
 Each request awaits its own outcome, which is set only once the whole batch is
 acknowledged by Redis, so a 200 is never sent for a permit that is not yet queued.
@@ -20,12 +20,16 @@ log = structlog.get_logger(__name__)
 
 
 class Batcher(Generic[Item, Outcome]):
-    """Collects items for ``window_s`` or until ``max_size``, then flushes them together.
+    """Cuts a batch ``window_s`` after its first item, or at ``max_size`` items.
 
-    ``flush`` is synchronous (RQ is) and runs on a small thread pool: at most
-    ``concurrency`` batches are in flight; the next batch fills while they are.
-    ``flush`` returns one outcome per item: a value, or an exception for that item alone.
-    An exception raised by ``flush`` itself fails every item of the batch.
+    At most ``concurrency`` batches are in flight. While they all are, items keep
+    gathering and the next batch is cut as soon as one returns (group commit): the busier
+    the receiver, the larger its batches, so the fixed cost of a Redis round trip and of
+    an RQ job is spread over more permits instead of queueing behind each other.
+
+    ``flush`` is synchronous (RQ is) and runs on a small thread pool. It returns one
+    outcome per item: a value, or an exception for that item alone. An exception raised
+    by ``flush`` itself fails every item of the batch.
     """
 
     def __init__(
@@ -39,10 +43,11 @@ class Batcher(Generic[Item, Outcome]):
         self._flush = flush
         self._window_s = window_s
         self._max_size = max_size
+        self._concurrency = concurrency
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="enqueue")
-        self._slots = asyncio.Semaphore(concurrency)
         self._pending: list[tuple[Item, asyncio.Future[Outcome]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._due = False  # the oldest pending item has waited its window
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Outcome:
@@ -50,32 +55,47 @@ class Batcher(Generic[Item, Outcome]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._pending.append((item, future))
-        if len(self._pending) >= self._max_size:
-            self._start_flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window_s, self._start_flush)
+        if self._timer is None and not self._due:
+            self._timer = loop.call_later(self._window_s, self._window_elapsed)
+        self._cut()
         return await future
 
-    def _start_flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.create_task(self._run(batch))
+    def _window_elapsed(self) -> None:
+        self._timer = None
+        self._due = True
+        self._cut()
+
+    def _cut(self) -> None:
+        """Start as many batches as are due and as slots allow."""
+        while (
+            self._pending
+            and len(self._in_flight) < self._concurrency
+            and (self._due or len(self._pending) >= self._max_size)
+        ):
+            batch = self._pending[: self._max_size]
+            del self._pending[: self._max_size]
+            task = asyncio.get_running_loop().create_task(self._run(batch))
             self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(self._finished)
+        if not self._pending:
+            self._due = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._cut()  # what gathered meanwhile goes now, if its window is over
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Outcome]]]) -> None:
         items = [item for item, _ in batch]
-        async with self._slots:
-            try:
-                outcomes = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._flush, items
-                )
-            except Exception as exc:  # every request of the batch hears of it
-                log.warning("batch_failed", size=len(items), error=type(exc).__name__)
-                outcomes = [exc] * len(items)
+        try:
+            outcomes = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._flush, items
+            )
+        except Exception as exc:  # every request of the batch hears of it
+            log.warning("batch_failed", size=len(items), error=type(exc).__name__)
+            outcomes = [exc] * len(items)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # the request went away; its permit is queued regardless
                 continue
@@ -86,7 +106,8 @@ class Batcher(Generic[Item, Outcome]):
 
     async def close(self) -> None:
         """Flush what is pending and wait for every batch in flight (graceful shutdown)."""
-        self._start_flush()
-        if self._in_flight:
+        while self._pending or self._in_flight:
+            self._due = True
+            self._cut()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         self._executor.shutdown(wait=True)

@@ -186,8 +186,8 @@ class PermitEnqueuer:
             if queued + scheduled >= self._max_depth:
                 # The claims just made are harmless: a resend finds them and is enqueued
                 # under the same id, exactly as after a crash between claim and enqueue.
-                full = QueueFullError(f"{queued + scheduled} batches waiting")
-                return [full] * len(items)
+                # Raised, not returned per item: every push of the batch gets 503.
+                raise QueueFullError(f"{queued + scheduled} batches waiting")
         outcomes: list[str | Exception] = []
         for item, fingerprint, candidate, prior in zip(
             items, fingerprints, candidates, previous, strict=True

@@ -126,8 +126,14 @@ def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:
     # One round trip per query: autocommit (each read stands alone, so no BEGIN/ROLLBACK
     # around it) and no pre-ping. A connection the server dropped fails one request with
     # a 503 and the pool replaces it.
+    # The read threads keep one connection each; the operations batcher's thread asks
+    # for owners (OperationEnqueuer) on a connection of its own.
     return create_engine(
-        database_url, pool_size=threads, max_overflow=0, isolation_level="AUTOCOMMIT"
+        database_url,
+        pool_size=threads + 1,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,  # permits never reach logs or tracebacks
     )
 
 

@@ -31,7 +31,6 @@ JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60
 
 PERMIT_TYPES = ("Validator", "Temporary", "Standard")
 CURRENCIES = ("CAD", "USD")
-OPERATION_KINDS = ("update", "delete")
 
 # Zones (shared/zones.py). PostgreSQL advisory lock that orders changes to zones and aliases
 # against the storing of disconnected permits; any fixed bigint, unique in the database.

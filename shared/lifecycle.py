@@ -31,6 +31,7 @@ from shared.schemas import (
     Problem,
     TimestampField,
     TokenField,
+    in_supported_range,
     load_with_aliases,
 )
 
@@ -143,9 +144,12 @@ class _At(AttributeField):
         if not _AT.fullmatch(text):
             raise self.make_error("invalid")
         try:
-            return datetime.fromisoformat(text)
+            moment = datetime.fromisoformat(text)
         except ValueError:
             raise self.make_error("invalid") from None
+        if not in_supported_range(moment):
+            raise self.make_error("invalid")
+        return moment
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,13 @@ _TOKEN = re.compile(r"[A-Za-z0-9-]{1,50}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _AMOUNT = re.compile(r"\d{1,6}\.\d{2}")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+# A time zone or offset applied to year 1 or 9999 can leave datetime's range (OverflowError
+# deep in an enqueue, failing a whole micro-batch): such times are refused up front.
+MIN_YEAR, MAX_YEAR = 2, 9998
+
+
+def in_supported_range(moment: datetime) -> bool:
+    return MIN_YEAR <= moment.year <= MAX_YEAR
 
 
 class Problem(str):
@@ -145,9 +152,12 @@ class TimestampField(AttributeField):
         if not _TIME.fullmatch(text):
             raise self.make_error("invalid")
         try:
-            return text, datetime.strptime(text, TIME_FORMAT)
+            moment = datetime.strptime(text, TIME_FORMAT)
         except ValueError:
             raise self.make_error("invalid") from None
+        if not in_supported_range(moment):
+            raise self.make_error("invalid")
+        return text, moment
 
 
 class AmountField(AttributeField):
@@ -184,6 +194,7 @@ class PermitIn:
 
     api_token: str
     plate: str
+    plate_normalized: str  # computed once here; de-dup and the job payload both use it
     start_raw: str
     start: datetime
     end_raw: str
@@ -192,14 +203,7 @@ class PermitIn:
     currency: str | None = None
     permit_no: str | None = None
     zone: str | None = None
-
-    @property
-    def plate_normalized(self) -> str:
-        return normalize_plate(self.plate)
-
-    @property
-    def zone_normalized(self) -> str | None:
-        return normalize_zone(self.zone) if self.zone is not None else None
+    zone_normalized: str | None = None
 
 
 class PermitSchema(Schema):
@@ -232,9 +236,11 @@ class PermitSchema(Schema):
     @post_load
     def _make_permit(self, data: dict[str, Any], **kwargs: Any) -> PermitIn:
         (start_raw, start), (end_raw, end) = data["startTime"], data["endTime"]
+        zone = data.get("zone")
         return PermitIn(
             api_token=data["apiToken"],
             plate=data["LicencePlate"],
+            plate_normalized=normalize_plate(data["LicencePlate"]),
             start_raw=start_raw,
             start=start,
             end_raw=end_raw,
@@ -242,7 +248,8 @@ class PermitSchema(Schema):
             amount=data.get("Amount"),
             currency=data.get("CurrencyID"),
             permit_no=data.get("permitNo"),
-            zone=data.get("zone"),
+            zone=zone,
+            zone_normalized=normalize_zone(zone) if zone is not None else None,
         )
 
 

@@ -348,6 +348,9 @@ async def test_lookup_by_zone_name_or_alias_with_grace(
         pytest.param({"plate": "A" * 26}, 9030, "plate", id="plate-too-long"),
         pytest.param({"plate": "A", "at": "yesterday"}, 9033, "at", id="at-invalid"),
         pytest.param({"plate": "A", "at": "2018-02-30T09:00:00"}, 9033, "at", id="at-not-a-date"),
+        pytest.param(
+            {"plate": "A", "at": "0001-01-01T00:00:00+05:00"}, 9033, "at", id="at-out-of-range"
+        ),
     ],
 )
 async def test_bad_lookup_queries(

@@ -159,3 +159,25 @@ async def test_request_id_is_echoed(client: TestClient, token: str) -> None:
         PUSH_PATH, json=make_payload(apiToken=token), headers={"X-Request-ID": "abc-123"}
     )
     assert response.headers["X-Request-ID"] == "abc-123"
+
+
+async def test_a_time_at_the_edge_of_the_calendar_fails_only_its_own_request(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+) -> None:
+    # In a zone west of UTC, 9999-12-31T22:00 would overflow when made UTC in the enqueue.
+    toronto = dataclasses.replace(settings, default_timezone="America/Toronto", batch_window_ms=50)
+    client: TestClient = await aiohttp_client(create_app(toronto, redis=redis))  # type: ignore[assignment]
+    good, bad = await asyncio.gather(
+        client.post(PUSH_PATH, json=make_payload(apiToken=token)),
+        client.post(
+            PUSH_PATH,
+            json=make_payload(apiToken=token, endTime="9999-12-31T22:00:00", permitNo="edge"),
+        ),
+    )
+    assert good.status == 200
+    assert (bad.status, (await bad.json())["ErrorCode"]) == (400, 9005)
+    (permit,) = queued_permits(redis)
+    assert permit["starts_at"] == "2018-07-02T13:00:00+00:00"  # 09:00 in Toronto (EDT)

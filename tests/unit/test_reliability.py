@@ -24,7 +24,7 @@ from rq import Queue
 from ingest.app import create_app
 from ingest.durability import AofSupport, resolve_wait_aof
 from ingest.queue import JOB_RETRY, JobWriter
-from ingest.routes import PUSH_PATH
+from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.config import Settings
 from shared.errors import ConfigError
 from tests.factories import make_payload, permits_queue, queued_permits
@@ -63,6 +63,9 @@ async def test_queue_over_its_depth_is_503_with_retry_after(
     assert refused.headers["Retry-After"] == str(settings.retry_after_s)
     assert (await refused.json())["ErrorCode"] == 9901
     assert permits_queue(redis).count == 2
+    batch = await client.post(BATCH_PATH, json=[make_payload(apiToken=token, permitNo="4")])
+    assert batch.status == 503  # never a 200 whose items look stored
+    assert (await batch.json())["ErrorCode"] == 9901
     permits_queue(redis).empty()  # the workers caught up
     again = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="3"))
     assert again.status == 200
