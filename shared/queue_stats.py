@@ -48,8 +48,9 @@ _NON_EXPIRING: dict[str, type[BaseRegistry]] = {
 
 _REGISTRY_STATUSES = (*_EXPIRING, *_NON_EXPIRING)
 
-# The head of a queue is normally its oldest job. A few more ids are read in case the
-# first has been deleted (RQ skips such ids when it dequeues), without reading the list.
+# The head of a queue is normally its oldest job. A few more ids are read, and the oldest
+# of them taken, in case the first has been deleted (RQ skips such ids when it dequeues)
+# or was pushed to the front (reconcile jobs are), without reading the whole list.
 HEAD_SAMPLE = 5
 
 
@@ -128,7 +129,7 @@ def read_queue_stats(redis: Redis, queue_names: list[str], now: float | None = N
     queues = []
     for name in names:
         enqueued = [next(details) for _ in heads[name]]
-        oldest = next((utcparse(_text(at)).timestamp() for at in enqueued if at), None)
+        oldest = min((utcparse(_text(at)).timestamp() for at in enqueued if at), default=None)
         lag_s = max(0.0, now - oldest) if oldest is not None and counts[name]["queued"] else 0.0
         jobs = {status: counts[name][status] for status in JOB_STATUSES}
         queues.append(QueueFigures(name, jobs, lag_s))

@@ -102,6 +102,16 @@ def test_lag_is_the_age_of_the_oldest_queued_job(redis: fakeredis.FakeRedis, que
     )
 
 
+def test_a_job_pushed_to_the_front_does_not_hide_the_lag(
+    redis: fakeredis.FakeRedis, queue: Queue
+) -> None:
+    old = queue.enqueue("json.dumps", 1)
+    assert old.enqueued_at is not None
+    queue.enqueue("json.dumps", 2, at_front=True)  # as zone reconcile jobs are
+    now = old.enqueued_at.timestamp() + 60
+    assert read_queue_stats(redis, ["permits"], now=now).queue("permits").lag_s >= 60
+
+
 def test_expired_registry_entries_are_left_out_but_not_removed(
     redis: fakeredis.FakeRedis, queue: Queue
 ) -> None:
