@@ -20,12 +20,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import structlog
 
-from ingest.queue import JobWriter
+from ingest.queue import JobWriter, utc_instant
 from shared.config import Settings
 from shared.constants import (
     APPLY_OPERATIONS_JOB,
@@ -133,7 +132,7 @@ class OperationEnqueuer:
         if op.currency is not None:
             changes["currency"] = op.currency
         if op.end_raw is not None and op.end is not None:
-            changes["end_raw"], changes["ends_at"] = op.end_raw, _instant(op.end, self._timezone)
+            changes["end_raw"], changes["ends_at"] = op.end_raw, utc_instant(op.end, self._timezone)
         return OperationJob(
             reference_id=op.reference_id,
             client_id=item.client.id,
@@ -143,7 +142,3 @@ class OperationEnqueuer:
             received_at=item.received_at.isoformat(),
             create_expected=create_expected,
         )
-
-
-def _instant(local: datetime, timezone: ZoneInfo) -> str:
-    return local.replace(tzinfo=timezone).astimezone(UTC).isoformat()

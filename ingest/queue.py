@@ -222,11 +222,12 @@ def to_job_permit(item: PushItem, reference_id: str, timezone: ZoneInfo) -> Perm
         currency=p.currency,
         start_raw=p.start_raw,
         end_raw=p.end_raw,
-        starts_at=_instant(p.start, timezone),
-        ends_at=_instant(p.end, timezone),
+        starts_at=utc_instant(p.start, timezone),
+        ends_at=utc_instant(p.end, timezone),
         received_at=item.received_at.isoformat(),
     )
 
 
-def _instant(local: datetime, timezone: ZoneInfo) -> str:
+def utc_instant(local: datetime, timezone: ZoneInfo) -> str:
+    """A naive time of the deployment's zone as an ISO 8601 instant in UTC."""
     return local.replace(tzinfo=timezone).astimezone(UTC).isoformat()

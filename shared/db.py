@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, Insert, create_engine, event, insert, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shared.config import Settings
 from shared.errors import ConfigError
@@ -39,6 +40,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def insert_ignoring_duplicates(
+    session: Session, model: type[DeclarativeBase], keys: list[str]
+) -> Insert:
+    """INSERT that skips rows whose ``keys`` are already stored (PostgreSQL, SQLite).
+
+    On other databases a duplicate fails; callers retry row by row.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=keys)
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=keys)
+    return insert(model)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -29,10 +29,10 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.db import insert_ignoring_duplicates
 from shared.lifecycle import OperationJob
 from shared.models import Permit, PermitOperation, utcnow
 
@@ -80,7 +80,9 @@ def record_operations(session: Session, operations: Sequence[OperationJob]) -> N
         for op in operations
     ]
     with session.begin():
-        session.execute(_insert_ignoring_duplicates(session), rows)
+        # Unique on (reference id, seq): a re-run job records nothing twice.
+        statement = insert_ignoring_duplicates(session, PermitOperation, ["reference_id", "seq"])
+        session.execute(statement, rows)
 
 
 def drain(session: Session, reference_ids: Iterable[str]) -> DrainResult:
@@ -226,13 +228,3 @@ def _lock_database_if_sqlite(session: Session) -> None:
     # permit rows instead (FOR UPDATE below).
     if session.get_bind().dialect.name == "sqlite":
         session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _insert_ignoring_duplicates(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    keys = ["reference_id", "seq"]
-    if dialect == "postgresql":
-        return postgresql.insert(PermitOperation).on_conflict_do_nothing(index_elements=keys)
-    if dialect == "sqlite":
-        return sqlite.insert(PermitOperation).on_conflict_do_nothing(index_elements=keys)
-    return insert(PermitOperation)

@@ -10,11 +10,12 @@ from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Insert, TextClause, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import TextClause, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.db import insert_ignoring_duplicates
 from shared.models import DeadLetter, Permit
 from shared.schemas import PermitJob
 from worker.zones import ZoneIndex
@@ -90,7 +91,9 @@ def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> i
     if session.get_bind().dialect.name == "postgresql":
         columns = {name: [row[name] for row in rows] for name in rows[0]}
         return len(session.execute(_unnest_insert(tuple(columns)), columns).all())
-    statement = _insert_ignoring_duplicates(session).returning(Permit.reference_id)
+    statement = insert_ignoring_duplicates(session, Permit, ["reference_id"]).returning(
+        Permit.reference_id
+    )
     return len(session.execute(statement, rows).all())
 
 
@@ -112,15 +115,6 @@ def _unnest_insert(names: tuple[str, ...]) -> TextClause:
         f"SELECT *, now() FROM unnest({arrays}) "
         "ON CONFLICT (reference_id) DO NOTHING RETURNING reference_id"
     )
-
-
-def _insert_ignoring_duplicates(session: Session) -> Insert:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(Permit).on_conflict_do_nothing(index_elements=["reference_id"])
-    if dialect == "sqlite":
-        return sqlite.insert(Permit).on_conflict_do_nothing(index_elements=["reference_id"])
-    return insert(Permit)  # other databases: a duplicate fails and is retried row by row
 
 
 def _dead_letter(session: Session, permit: PermitJob, exc: Exception, job_id: str | None) -> None:
