@@ -13,7 +13,7 @@ from ingest.batcher import Batcher
 from ingest.durability import resolve_wait_aof
 from ingest.keys import (
     BATCHER,
-    ENQUEUER,
+    ENQUEUE,
     LIMITER,
     METRICS,
     OPERATIONS,
@@ -56,9 +56,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     writer = JobWriter(redis, settings)
     writer.wait_aof = await asyncio.to_thread(resolve_wait_aof, settings, redis)
     enqueuer = PermitEnqueuer(writer, settings)
-    app[ENQUEUER] = enqueuer
+    app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)
     app[BATCHER] = Batcher(
-        app[METRICS].timed_flush(enqueuer.enqueue),
+        app[ENQUEUE],
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
         concurrency=settings.enqueue_concurrency,

@@ -18,9 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from ingest.handlers import read_json
-from ingest.keys import ENQUEUER, LIMITER, SETTINGS, TOKENS
+from ingest.keys import ENQUEUE, LIMITER, SETTINGS, TOKENS
 from ingest.queue import PushItem
-from ingest.responses import ApiError, json_response, success_body
+from ingest.responses import ApiError, error_body, json_response, success_body
 from shared import codes
 from shared.constants import BATCH_PUSH_MAX
 from shared.errors import IdempotencyConflictError
@@ -38,11 +38,15 @@ async def push_batch(request: web.Request) -> web.Response:
     results: list[dict[str, Any] | None] = [None] * len(entries)
     items, positions = await _authenticated(request, permits, results, received_at)
     if items:
-        outcomes = await asyncio.to_thread(request.app[ENQUEUER].enqueue, items)
+        # One job for the whole batch (not the micro-batcher, which would split it), timed
+        # and counted like the micro-batches.
+        outcomes = await asyncio.to_thread(request.app[ENQUEUE], items)
         # A full queue or Redis away raises: the whole batch gets 503 + Retry-After.
         for position, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, IdempotencyConflictError):
-                results[position] = _error(codes.RECORD_EXISTS, {"Idempotency-Key": [str(outcome)]})
+                results[position] = error_body(
+                    codes.RECORD_EXISTS, errors={"Idempotency-Key": [str(outcome)]}
+                )
             elif isinstance(outcome, Exception):
                 raise outcome
             else:
@@ -87,10 +91,10 @@ async def _authenticated(
     positions: list[int] = []
     for position, permit in enumerate(permits):
         if isinstance(permit, InvalidPermitError):
-            results[position] = _error(permit.code, permit.errors)
+            results[position] = error_body(permit.code, errors=permit.errors)
         elif (client := clients[permit.api_token]) is None:
-            results[position] = _error(
-                codes.TOKEN_NOT_PERMITTED, {"apiToken": ["Is not permitted."]}
+            results[position] = error_body(
+                codes.TOKEN_NOT_PERMITTED, errors={"apiToken": ["Is not permitted."]}
             )
         else:
             items.append(PushItem(client, permit, received_at))
@@ -99,15 +103,6 @@ async def _authenticated(
     costs = Counter(item.client for item in items)
     await asyncio.gather(*(limiter.check(client, cost) for client, cost in costs.items()))
     return items, positions
-
-
-def _error(code: int, errors: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "status": "error",
-        "ErrorCode": code,
-        "ErrorMessage": codes.MESSAGES[code],
-        "errors": errors,
-    }
 
 
 def _reply(results: list[dict[str, Any]]) -> dict[str, Any]:

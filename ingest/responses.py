@@ -26,6 +26,18 @@ def success_body(reference_id: str) -> dict[str, str]:
     return {"status": "success", "reference_id": reference_id, "InternalReferenceID": reference_id}
 
 
+def error_body(
+    code: int, message: str | None = None, errors: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
+    """The contract's error shape; a batch push uses it per index."""
+    return {
+        "status": "error",
+        "ErrorCode": code,
+        "ErrorMessage": message or MESSAGES[code],
+        "errors": dict(errors or {}),
+    }
+
+
 def error_response(
     status: int,
     code: int,
@@ -34,12 +46,7 @@ def error_response(
     errors: Mapping[str, Sequence[str]] | None = None,
     retry_after_s: int | None = None,
 ) -> web.Response:
-    body = {
-        "status": "error",
-        "ErrorCode": code,
-        "ErrorMessage": message or MESSAGES[code],
-        "errors": dict(errors or {}),
-    }
+    body = error_body(code, message, errors)
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     response = json_response(body, status=status, headers=headers)
     response[ERROR_CODE] = code

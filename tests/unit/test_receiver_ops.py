@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.app import create_app
 from ingest.metrics import ReceiverMetrics, prepare_multiprocess_dir
-from ingest.routes import PUSH_PATH
+from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.config import Settings
 from tests.factories import make_payload, permits_queue
 from tests.integration.processes import free_port
@@ -234,3 +234,15 @@ def test_several_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> No
     healthz = {"route": "healthz", "method": "GET", "status": "200"}
     assert value(found, "permit_push_http_requests_total", **healthz) == 6
     assert value(found, "permit_push_http_request_duration_seconds_count", route="healthz") == 6
+
+
+async def test_a_batch_push_is_timed_and_counted_as_one_batch(
+    client: TestClient, redis: fakeredis.FakeRedis, token: str
+) -> None:
+    batch = [make_payload(apiToken=token, permitNo=f"B{i}") for i in range(3)]
+    assert (await client.post(BATCH_PATH, json=batch)).status == 200
+    found = samples(await scrape(client))
+    assert value(found, "permit_push_batch_size_count") == 1
+    assert value(found, "permit_push_batch_size_sum") == 3
+    assert value(found, "permit_push_enqueue_duration_seconds_count") == 1
+    assert permits_queue(redis).count == 1
