@@ -1,15 +1,39 @@
-"""Fail early, in one line, when a service a command needs is away."""
+"""Connections for commands, failing early, in one line, when a service is away."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from redis import Redis
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
+from shared.config import Settings
+from shared.db import make_engine, make_sessionmaker
 from shared.errors import PermitPushError
+from shared.redis import make_receiver_redis
 
 
 class ServiceUnavailableError(PermitPushError):
     """Redis or the database cannot be reached."""
+
+
+def connect_redis(settings: Settings) -> Redis:
+    """A Redis client for a command, known to answer."""
+    redis = make_receiver_redis(settings)
+    require_redis(redis, settings.redis_url)
+    return redis
+
+
+@contextlib.contextmanager
+def database_sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions for a command; the engine's connections are closed when it is done."""
+    engine = make_engine(settings)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
 
 
 def require_redis(redis: Redis, url: str) -> None:

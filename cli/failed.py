@@ -7,9 +7,7 @@ database refused, with its reason). Job ids are UUIDs; dead letters are numbered
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +19,14 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from cli.checks import require_redis
+from cli.checks import connect_redis, database_sessions
 from ingest.queue import JOB_RETRY
 from shared.config import Settings
 from shared.constants import JOB_FAILURE_TTL_S, JOB_RESULT_TTL_S, PERSIST_PERMITS_JOB
-from shared.db import make_engine, make_sessionmaker
 from shared.errors import PermitPushError
 from shared.models import DeadLetter, utcnow
-from shared.redis import make_receiver_redis
 
 
 class NotFailedError(PermitPushError):
@@ -92,15 +88,6 @@ def last_line(text: str | None) -> str:
     return lines[-1].strip() if lines else ""
 
 
-@contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        engine.dispose()
-
-
 def _pending_letters(session: Session) -> list[DeadLetter]:
     query = select(DeadLetter).where(DeadLetter.requeued_at.is_(None)).order_by(DeadLetter.id)
     return list(session.scalars(query))
@@ -115,8 +102,7 @@ def failed() -> None:
 @click.pass_obj
 def list_(settings: Settings) -> None:
     """List failed batches and dead letters not yet requeued."""
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)
+    redis = connect_redis(settings)
     jobs = Failures.open(settings, redis).jobs()
     click.echo(f"failed batches: {len(jobs)}")
     for job in jobs:
@@ -124,7 +110,7 @@ def list_(settings: Settings) -> None:
         result = job.latest_result()
         reason = last_line(result.exc_string if result is not None else None)
         click.echo(f"  {job.id}  {ended}  {len(permits_of(job))} permits  {reason[:100]}")
-    with _database(settings) as sessions, sessions() as session:
+    with database_sessions(settings) as sessions, sessions() as session:
         letters = _pending_letters(session)
     click.echo(f"dead letters: {len(letters)}")
     for letter in letters:
@@ -138,7 +124,7 @@ def list_(settings: Settings) -> None:
 def show(settings: Settings, failure_id: str) -> None:
     """Show one failed batch (job id) or dead letter (number) with its reason."""
     if failure_id.isdigit():
-        with _database(settings) as sessions, sessions() as session:
+        with database_sessions(settings) as sessions, sessions() as session:
             letter = session.get(DeadLetter, int(failure_id))
             if letter is None:
                 raise NotFailedError(f"no dead letter {failure_id}")
@@ -149,8 +135,7 @@ def show(settings: Settings, failure_id: str) -> None:
             click.echo(f"reason: {letter.reason}")
             click.echo(json.dumps(letter.payload, indent=2, sort_keys=True))
         return
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)
+    redis = connect_redis(settings)
     job = Failures.open(settings, redis).job(failure_id)
     permits = permits_of(job)
     retries = job.retries_left or 0
@@ -168,8 +153,7 @@ def requeue(settings: Settings, failure_ids: tuple[str, ...], all_: bool) -> Non
     """Put failed batches (job ids) and dead letters (numbers) back on the queue."""
     if not failure_ids and not all_:
         raise click.UsageError("give job ids or dead-letter numbers, or --all")
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)
+    redis = connect_redis(settings)
     failures = Failures.open(settings, redis)
     job_ids = [i for i in failure_ids if not i.isdigit()]
     letter_ids = [int(i) for i in failure_ids if i.isdigit()]
@@ -178,7 +162,7 @@ def requeue(settings: Settings, failure_ids: tuple[str, ...], all_: bool) -> Non
     for job_id in job_ids:
         count = failures.requeue_job(job_id)
         click.echo(f"requeued batch {job_id} ({count} permits)")
-    with _database(settings) as sessions, sessions.begin() as session:
+    with database_sessions(settings) as sessions, sessions.begin() as session:
         letters = _pending_letters(session) if all_ else []
         for letter_id in letter_ids:
             letter = session.get(DeadLetter, letter_id)

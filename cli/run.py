@@ -10,12 +10,11 @@ from collections.abc import Iterator
 
 import click
 
-from cli.checks import require_database, require_redis
+from cli.checks import connect_redis, require_database
 from cli.supervisor import run_processes
 from shared.config import Settings
 from shared.db import make_engine
 from shared.logging import configure_logging
-from shared.redis import make_receiver_redis
 
 
 @click.command()
@@ -32,7 +31,7 @@ from shared.redis import make_receiver_redis
 def serve(settings: Settings, host: str, port: int, processes: int) -> None:
     """Run the receiver (HTTP push endpoint)."""
     configure_logging(settings)
-    require_redis(make_receiver_redis(settings), settings.redis_url)
+    connect_redis(settings)
     with _metrics_dir(settings, processes) as settings:
         if processes == 1:
             _serve(settings, host, port, False)
@@ -75,7 +74,7 @@ def _metrics_dir(settings: Settings, processes: int) -> Iterator[Settings]:
 def worker(settings: Settings, burst: bool, processes: int) -> None:
     """Run RQ workers on the permits queue."""
     configure_logging(settings)
-    require_redis(make_receiver_redis(settings), settings.redis_url)
+    connect_redis(settings)
     require_database(make_engine(settings))
     if processes == 1:
         _work(settings, burst)

@@ -22,12 +22,11 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cli.checks import require_database, require_redis
+from cli.checks import connect_redis, require_database
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker
 from shared.models import DISCONNECTED, Permit
 from shared.queue_stats import JOB_STATUSES, QueueStats, read_queue_stats
-from shared.redis import make_receiver_redis
 from worker.stats import DatabaseCounts, count_database
 
 LATEST_FAILURES = 3
@@ -66,8 +65,7 @@ class Snapshot:
 @click.pass_obj
 def status(settings: Settings, watch: bool, interval: float) -> None:
     """Queue depth by state, lag, workers, failures, recent stores, disconnected zones."""
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)
+    redis = connect_redis(settings)
     engine = make_engine(settings)
     require_database(engine)
     sessions = make_sessionmaker(engine)

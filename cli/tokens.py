@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import click
+from collections.abc import Callable
+from typing import TypeVar
 
-from cli.checks import require_redis
+import click
+from sqlalchemy.orm import Session
+
+from cli.checks import connect_redis, database_sessions
 from shared.clients import (
     create_client,
     list_clients,
@@ -14,8 +18,8 @@ from shared.clients import (
 )
 from shared.config import Settings
 from shared.constants import PERMIT_TYPES
-from shared.db import make_engine, make_sessionmaker
-from shared.redis import make_receiver_redis
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -35,12 +39,7 @@ def tokens() -> None:
 @click.pass_obj
 def create(settings: Settings, name: str, permit_type: str) -> None:
     """Create an API client; its token is printed once, on the last line."""
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)  # before creating: a token must work at once
-    with make_sessionmaker(make_engine(settings)).begin() as session:
-        token = create_client(session, name, permit_type)
-        session.flush()
-        publish_tokens(session, redis)
+    token = _change_and_publish(settings, lambda s: create_client(s, name, permit_type))
     click.echo(
         f"created API client {name!r} ({permit_type}); its token, shown only once:", err=True
     )
@@ -51,7 +50,7 @@ def create(settings: Settings, name: str, permit_type: str) -> None:
 @click.pass_obj
 def list_(settings: Settings) -> None:
     """List API clients (tokens are never shown again)."""
-    with make_sessionmaker(make_engine(settings))() as session:
+    with database_sessions(settings) as sessions, sessions() as session:
         clients = list_clients(session)
     if not clients:
         click.echo("no API clients; create one with: permit-push tokens create --name NAME")
@@ -68,12 +67,7 @@ def list_(settings: Settings) -> None:
 @click.pass_obj
 def revoke(settings: Settings, name: str) -> None:
     """Revoke a client's token; receivers refuse it within seconds."""
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)
-    with make_sessionmaker(make_engine(settings)).begin() as session:
-        revoke_client(session, name)
-        session.flush()
-        publish_tokens(session, redis)
+    _change_and_publish(settings, lambda s: revoke_client(s, name))
     click.echo(f"revoked API client {name!r}")
 
 
@@ -84,11 +78,19 @@ def revoke(settings: Settings, name: str) -> None:
 @click.pass_obj
 def limit(settings: Settings, name: str, per_s: float | None, burst: int | None) -> None:
     """Set a client's rate limit; without options, back to RATE_LIMIT_PER_S/_BURST."""
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)
-    with make_sessionmaker(make_engine(settings)).begin() as session:
-        set_rate_limit(session, name, per_s, burst)
-        session.flush()
-        publish_tokens(session, redis)
+    _change_and_publish(settings, lambda s: set_rate_limit(s, name, per_s, burst))
     shown = "the default" if per_s is None and burst is None else f"{per_s}/s, burst {burst}"
     click.echo(f"rate limit of API client {name!r}: {shown} (receivers apply it within seconds)")
+
+
+def _change_and_publish(settings: Settings, change: Callable[[Session], T]) -> T:
+    """Apply ``change`` to the clients and publish the token set in the same transaction.
+
+    Redis is checked first: a new token must work, and a revoked one stop, at once.
+    """
+    redis = connect_redis(settings)
+    with database_sessions(settings) as sessions, sessions.begin() as session:
+        result = change(session)
+        session.flush()
+        publish_tokens(session, redis)
+    return result

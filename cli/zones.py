@@ -8,12 +8,9 @@ from pathlib import Path
 import click
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.orm import Session, sessionmaker
 
-from cli.checks import require_redis
+from cli.checks import connect_redis, database_sessions
 from shared.config import Settings
-from shared.db import make_engine, make_sessionmaker
-from shared.redis import make_receiver_redis
 from shared.zone_import import import_zones, read_zone_csv
 from shared.zones import (
     add_alias,
@@ -41,8 +38,8 @@ def zones() -> None:
 @click.pass_obj
 def add(settings: Settings, name: str, code: str | None) -> None:
     """Add zone NAME."""
-    redis = _redis(settings)
-    with _sessions(settings).begin() as session:
+    redis = connect_redis(settings)  # checked before the change: its reconcile is queued after
+    with database_sessions(settings) as sessions, sessions.begin() as session:
         zone = add_zone(session, name, code)
         label, normalized = _label(zone.name, zone.code), zone.name_normalized
     click.echo(f"added zone {label}")
@@ -55,8 +52,8 @@ def add(settings: Settings, name: str, code: str | None) -> None:
 @click.pass_obj
 def alias(settings: Settings, name: str, alias: str) -> None:
     """Make ALIAS another name of zone NAME."""
-    redis = _redis(settings)
-    with _sessions(settings).begin() as session:
+    redis = connect_redis(settings)
+    with database_sessions(settings) as sessions, sessions.begin() as session:
         zone, added = add_alias(session, name, alias)
     if not added:
         click.echo(f"{alias!r} is already an alias of zone {zone.name!r}")
@@ -69,7 +66,7 @@ def alias(settings: Settings, name: str, alias: str) -> None:
 @click.pass_obj
 def list_(settings: Settings) -> None:
     """List the zones with their codes and aliases."""
-    with _sessions(settings)() as session:
+    with database_sessions(settings) as sessions, sessions() as session:
         listing = list_zones(session)
     if not listing:
         click.echo("no zones; add one with: permit-push zones add NAME")
@@ -91,8 +88,8 @@ def import_(settings: Settings, file: Path) -> None:
     """
     with file.open(encoding="utf-8-sig", newline="") as lines:
         entries = read_zone_csv(lines)
-    redis = _redis(settings)
-    with _sessions(settings).begin() as session:
+    redis = connect_redis(settings)
+    with database_sessions(settings) as sessions, sessions.begin() as session:
         report = import_zones(session, entries)
     for name in report.added_zones:
         click.echo(f"added zone {name!r}")
@@ -118,8 +115,8 @@ def import_(settings: Settings, file: Path) -> None:
 @click.pass_obj
 def rename(settings: Settings, old: str, new: str, keep_old_name: bool) -> None:
     """Rename zone OLD to NEW; its permits stay linked."""
-    redis = _redis(settings)
-    with _sessions(settings).begin() as session:
+    redis = connect_redis(settings)
+    with database_sessions(settings) as sessions, sessions.begin() as session:
         zone = rename_zone(session, old, new, keep_old_as_alias=keep_old_name)
         normalized = zone.name_normalized
     kept = f"; {old!r} is now an alias" if keep_old_name else ""
@@ -136,7 +133,7 @@ def disconnected(settings: Settings, limit: int) -> None:
     "maybe" lists the zones spelt most alike: suggestions for you to judge, never
     applied. To link a name, add it as an alias: permit-push zones alias ZONE NAME.
     """
-    with _sessions(settings)() as session:
+    with database_sessions(settings) as sessions, sessions() as session:
         report = disconnected_names(session, limit)
     if not report.names:
         click.echo("no disconnected permits")
@@ -164,19 +161,9 @@ def reconcile(settings: Settings, names: tuple[str, ...]) -> None:
     """
     from worker.reconcile import reconcile as run_reconcile
 
-    result = run_reconcile(_sessions(settings), names or None)
+    with database_sessions(settings) as sessions:
+        result = run_reconcile(sessions, names or None)
     click.echo(f"linked {result.linked} permit(s) under {result.names} matching name(s)")
-
-
-def _sessions(settings: Settings) -> sessionmaker[Session]:
-    return make_sessionmaker(make_engine(settings))
-
-
-def _redis(settings: Settings) -> Redis:
-    """Redis, checked before the change: the reconcile job must be queued after it."""
-    redis = make_receiver_redis(settings)
-    require_redis(redis, settings.redis_url)
-    return redis
 
 
 def _reconcile_later(redis: Redis, settings: Settings, names: Sequence[str]) -> None:
