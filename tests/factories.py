@@ -7,7 +7,7 @@ from typing import Any, cast
 from uuid import uuid4
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from shared.normalize import normalize_zone
@@ -94,3 +94,10 @@ def make_permit_job(client_id: int, zone: str | None = "Lot 4", **overrides: Any
         received_at=datetime.now(UTC).isoformat(),
     )
     return cast(PermitJob, {**permit, **overrides})
+
+
+def run_worker(redis: Redis) -> None:
+    """Run the queue dry in-process, as a burst SimpleWorker (rq's testing advice)."""
+    SimpleWorker([permits_queue(redis)], connection=redis, serializer=JSONSerializer).work(
+        burst=True
+    )

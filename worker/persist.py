@@ -10,8 +10,9 @@ from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import TextClause, select, text
+from sqlalchemy import Insert, bindparam, cast, func, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -98,22 +99,22 @@ def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> i
 
 
 @cache
-def _unnest_insert(names: tuple[str, ...]) -> TextClause:
+def _unnest_insert(names: tuple[str, ...]) -> Insert:
     """PostgreSQL: one INSERT of the whole batch as column arrays, the same text every time.
 
     A multi-row VALUES statement differs with each batch size, is too long for psycopg to
     cache and was re-parsed in Python for every batch (44% of a busy worker); this text
     is fixed and the arrays are bound in psycopg's C code. Skips stored reference ids.
     """
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    table = Permit.__table__
-    arrays = ", ".join(
-        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names
-    )
-    return text(
-        f"INSERT INTO permits ({', '.join(names)}, stored_at) "  # noqa: S608 - names are ours
-        f"SELECT *, now() FROM unnest({arrays}) "
-        "ON CONFLICT (reference_id) DO NOTHING RETURNING reference_id"
+    # The Core table, not the ORM class: ORM inserts would take the arrays for rows.
+    table = Permit.metadata.tables[Permit.__tablename__]
+    arrays = [cast(bindparam(name), ARRAY(table.c[name].type)) for name in names]
+    rows = func.unnest(*arrays).table_valued(*names).render_derived()
+    return (
+        postgresql.insert(table)
+        .from_select([*names, "stored_at"], select(*rows.c, func.now()))
+        .on_conflict_do_nothing(index_elements=["reference_id"])
+        .returning(table.c.reference_id)
     )
 
 

@@ -25,7 +25,7 @@ from ingest.app import create_app
 from ingest.metrics import ReceiverMetrics, prepare_multiprocess_dir
 from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.config import Settings
-from tests.factories import make_payload, permits_queue
+from tests.factories import make_payload, permits_queue, run_worker
 from tests.integration.processes import free_port
 from tests.unit.test_deploy import (
     METRICS,
@@ -35,7 +35,6 @@ from tests.unit.test_deploy import (
     metric_names_used,
     needs_promtool,
 )
-from tests.unit.test_worker import run_worker
 from worker.context import init_context
 from worker.stats import publish_database_counts
 

@@ -14,8 +14,7 @@ from cli.status import render, stored_since, take_snapshot
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.models import Permit
-from tests.factories import make_payload, permits_queue
-from tests.unit.test_worker import run_worker
+from tests.factories import make_payload, permits_queue, run_worker
 from worker.context import init_context
 
 

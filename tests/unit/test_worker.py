@@ -9,7 +9,6 @@ from decimal import Decimal
 import fakeredis
 import pytest
 from aiohttp.test_utils import TestClient
-from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.models import DeadLetter, Permit, Zone
-from tests.factories import make_payload, permits_queue, queued_permits
+from tests.factories import make_payload, permits_queue, queued_permits, run_worker
 from worker.context import init_context
 from worker.jobs import persist_permits
 
@@ -27,11 +26,6 @@ def worker_context(settings: Settings) -> Iterator[None]:
     context = init_context(settings)
     yield
     context.engine.dispose()
-
-
-def run_worker(redis: fakeredis.FakeRedis) -> None:
-    worker = SimpleWorker([permits_queue(redis)], connection=redis, serializer=JSONSerializer)
-    worker.work(burst=True)
 
 
 def count(sessions: sessionmaker[Session], model: type) -> int:

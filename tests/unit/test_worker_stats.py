@@ -15,8 +15,7 @@ from shared.config import Settings
 from shared.constants import DB_STATS_KEY
 from shared.models import DeadLetter, Permit, Zone, utcnow
 from shared.queue_stats import read_queue_stats
-from tests.factories import make_payload, queued_permits
-from tests.unit.test_worker import run_worker
+from tests.factories import make_payload, queued_permits, run_worker
 from worker.context import init_context
 from worker.jobs import persist_permits
 from worker.stats import count_database, publish_database_counts
