@@ -20,9 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from ingest.durability import resolve_wait_aof
-from ingest.queue import JobWriter, PermitEnqueuer, PushItem
+from ingest.permit_enqueuer import JobWriter, PermitEnqueuer, PushItem
 from shared.config import Settings
+from shared.durability import resolve_wait_aof
 from shared.redis import make_receiver_redis
 from shared.schemas import load_permit
 from shared.tokens import ClientInfo

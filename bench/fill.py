@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import orjson
 
 from bench.loadclient import permit_body
-from ingest.queue import JobWriter, PermitEnqueuer, PushItem
+from ingest.permit_enqueuer import JobWriter, PermitEnqueuer, PushItem
 from shared.config import Settings
 from shared.constants import TOKENS_KEY
 from shared.redis import make_worker_redis

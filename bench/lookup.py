@@ -9,7 +9,7 @@ at) triples, half of them with a zone:
 
 * ``bare``: a hand-written indexed SELECT of the same rows through psycopg (zone given
   as its id, resolved beforehand), the floor the service is compared with;
-* ``lookup``: ``PermitReader.active`` awaited on an event loop, exactly what the
+* ``lookup``: ``SqlReadStore.active`` awaited on an event loop, exactly what the
   endpoint awaits: thread-pool hop, zone name/alias resolution, ORM rows, dict bodies;
 * ``http``: ``GET /api/OC-TOMA/v1/permits/active`` on a receiver in this process
   (token check, rate limit, JSON), for the whole picture.
@@ -34,7 +34,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import make_url
 
 from ingest.app import create_app
-from ingest.reads import PermitReader
+from ingest.read_store_sql import SqlReadStore
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, upgrade_database
@@ -148,7 +148,7 @@ def summary(name: str, latencies: list[float], rows: int) -> str:
 
 async def measure(url: str, token: str, picked: list[tuple[str, int | None, datetime]]) -> None:
     settings = Settings(database_url=url, log_format="console", rate_limit_per_s=0)
-    reader = PermitReader(settings, url)
+    reader = SqlReadStore(settings, url)
     bare = await psycopg.AsyncConnection.connect(_dsn(url), autocommit=True)
 
     def bare_call(plate: str, zone: int | None, at: datetime) -> Callable[[], Awaitable[int]]:

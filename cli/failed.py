@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cli.checks import connect_redis, database_sessions
-from ingest.queue import JOB_RETRY
+from ingest.permit_enqueuer import JOB_RETRY
 from shared.config import Settings
 from shared.constants import JOB_FAILURE_TTL_S, JOB_RESULT_TTL_S, PERSIST_PERMITS_JOB
 from shared.errors import PermitPushError

@@ -8,10 +8,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis import Redis
 
-from ingest.auth import TokenCache
-from ingest.batcher import Batcher
-from ingest.durability import resolve_wait_aof
-from ingest.keys import (
+from ingest.metrics import ReceiverMetrics
+from ingest.microbatch import MicroBatcher
+from ingest.middlewares import error_middleware, request_id_middleware
+from ingest.operation_enqueuer import OperationEnqueuer
+from ingest.permit_enqueuer import JobWriter, PermitEnqueuer
+from ingest.probes import metrics_middleware
+from ingest.ratelimit import RateLimiter
+from ingest.read_store import NoDatabase, ReadStore
+from ingest.routes import setup_routes
+from ingest.state import (
     BATCHER,
     ENQUEUE,
     LIMITER,
@@ -22,15 +28,9 @@ from ingest.keys import (
     SETTINGS,
     TOKENS,
 )
-from ingest.metrics import ReceiverMetrics
-from ingest.middlewares import error_middleware, request_id_middleware
-from ingest.operations import OperationEnqueuer
-from ingest.ops import metrics_middleware
-from ingest.queue import JobWriter, PermitEnqueuer
-from ingest.ratelimit import RateLimiter
-from ingest.reading import NoDatabase, PermitReads
-from ingest.routes import setup_routes
+from ingest.token_cache import TokenCache
 from shared.config import Settings
+from shared.durability import resolve_wait_aof
 from shared.redis import make_receiver_redis
 
 
@@ -57,7 +57,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     writer.wait_aof = await asyncio.to_thread(resolve_wait_aof, settings, redis)
     enqueuer = PermitEnqueuer(writer, settings)
     app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)
-    app[BATCHER] = Batcher(
+    app[BATCHER] = MicroBatcher(
         app[ENQUEUE],
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
@@ -68,7 +68,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[READS] = reads if reads is not None else NoDatabase()
     operations = OperationEnqueuer(writer, settings, reads.owners if reads is not None else None)
     # Updates and deletes share the micro-batching machinery (their own batches and job).
-    app[OPERATIONS] = Batcher(
+    app[OPERATIONS] = MicroBatcher(
         operations.enqueue,
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
@@ -85,12 +85,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     redis.close()
 
 
-def _open_reads(settings: Settings) -> PermitReads | None:
+def _open_reads(settings: Settings) -> ReadStore | None:
     """The status and lookup reads, or None for a receiver without a database."""
     url = settings.reads_database_url
     if url is None:
         return None
     # Imported here: a receiver without a database never loads SQLAlchemy.
-    from ingest.reads import PermitReader
+    from ingest.read_store_sql import SqlReadStore
 
-    return PermitReader(settings, url)
+    return SqlReadStore(settings, url)

@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ingest.handlers import read_json
-from ingest.keys import ENQUEUE, LIMITER, SETTINGS, TOKENS
-from ingest.queue import PushItem
-from ingest.responses import ApiError, error_body, json_response, success_body
+from ingest.bodies import ApiError, error_body, json_response, success_body
+from ingest.permit_enqueuer import PushItem
+from ingest.push import read_json
+from ingest.state import ENQUEUE, LIMITER, SETTINGS, TOKENS
 from shared import codes
 from shared.constants import BATCH_PUSH_MAX
 from shared.errors import IdempotencyConflictError

@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from ingest.keys import SETTINGS
-from ingest.responses import ApiError, error_response
+from ingest.bodies import ApiError, error_response
+from ingest.state import SETTINGS
 from shared import codes
 from shared.errors import (
     IdempotencyConflictError,

@@ -20,7 +20,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from ingest.responses import error_response
+from ingest.bodies import error_response
 from shared import codes
 
 log = structlog.get_logger(__name__)

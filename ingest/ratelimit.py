@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from ingest.batcher import Batcher
+from ingest.microbatch import MicroBatcher
 from shared.config import Settings
 from shared.constants import RATE_KEY_PREFIX
 from shared.errors import RateLimitedError
@@ -54,7 +54,7 @@ class RateLimiter:
         self._redis = redis
         self._default_rate = settings.rate_limit_per_s
         self._default_burst = settings.rate_limit_burst
-        self._batcher: Batcher[RateCheck, None] = Batcher(
+        self._batcher: MicroBatcher[RateCheck, None] = MicroBatcher(
             self._take,
             window_s=settings.batch_window_ms / 1000,
             max_size=settings.batch_max_permits,

@@ -11,7 +11,7 @@ from rq import get_current_job
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from shared.lifecycle import OperationJob
+from shared.operations import OperationJob
 from shared.schemas import PermitJob
 from worker.context import WorkerContext, get_context
 from worker.operations import DrainResult, apply_batch, drain

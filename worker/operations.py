@@ -33,8 +33,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.db import insert_ignoring_duplicates
-from shared.lifecycle import OperationJob
 from shared.models import Permit, PermitOperation, utcnow
+from shared.operations import OperationJob
 
 log = structlog.get_logger(__name__)
 

@@ -22,10 +22,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 
 from ingest.app import create_app
-from ingest.durability import AofSupport, resolve_wait_aof
-from ingest.queue import JOB_RETRY, JobWriter
+from ingest.permit_enqueuer import JOB_RETRY, JobWriter
 from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.config import Settings
+from shared.durability import AofSupport, resolve_wait_aof
 from shared.errors import ConfigError
 from tests.factories import make_payload, permits_queue, queued_permits
 
@@ -98,7 +98,7 @@ def test_durable_ack_setting(
     settings: Settings, mode: str, support: AofSupport | None, expected: object
 ) -> None:
     chosen = dataclasses.replace(settings, durable_ack=mode)
-    with mock.patch("ingest.durability.probe", return_value=support) as probe:
+    with mock.patch("shared.durability.probe", return_value=support) as probe:
         if expected is ConfigError:
             with pytest.raises(ConfigError, match="appendfsync always"):
                 resolve_wait_aof(chosen, mock.MagicMock())

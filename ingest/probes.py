@@ -11,8 +11,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client.exposition import choose_encoder
 from redis.exceptions import RedisError
 
-from ingest.keys import METRICS, TOKENS
-from ingest.responses import ERROR_CODE, json_response
+from ingest.bodies import ERROR_CODE, json_response
+from ingest.state import METRICS, TOKENS
 
 log = structlog.get_logger(__name__)
 

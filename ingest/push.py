@@ -9,9 +9,9 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ingest.keys import BATCHER, LIMITER, TOKENS
-from ingest.queue import PushItem
-from ingest.responses import ApiError, json_response, success_body
+from ingest.bodies import ApiError, json_response, success_body
+from ingest.permit_enqueuer import PushItem
+from ingest.state import BATCHER, LIMITER, TOKENS
 from shared import codes
 from shared.schemas import load_permit
 from shared.tokens import ClientInfo

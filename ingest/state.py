@@ -5,21 +5,21 @@ from collections.abc import Callable
 from aiohttp import web
 from redis import Redis
 
-from ingest.auth import TokenCache
-from ingest.batcher import Batcher
 from ingest.metrics import ReceiverMetrics
-from ingest.queue import PushItem
+from ingest.microbatch import MicroBatcher
+from ingest.permit_enqueuer import PushItem
 from ingest.ratelimit import RateLimiter
-from ingest.reading import PermitReads
+from ingest.read_store import ReadStore
+from ingest.token_cache import TokenCache
 from shared.config import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 TOKENS = web.AppKey("tokens", TokenCache)
-BATCHER = web.AppKey("batcher", Batcher)
+BATCHER = web.AppKey("batcher", MicroBatcher)
 # PermitEnqueuer.enqueue, timed for the metrics: the micro-batcher and the batch push.
 ENQUEUE: web.AppKey[Callable[[list[PushItem]], list[str | Exception]]] = web.AppKey("enqueue")
-OPERATIONS = web.AppKey("operations", Batcher)  # updates and deletes
+OPERATIONS = web.AppKey("operations", MicroBatcher)  # updates and deletes
 LIMITER = web.AppKey("limiter", RateLimiter)
-READS = web.AppKey("reads", PermitReads)
+READS = web.AppKey("reads", ReadStore)
 METRICS = web.AppKey("metrics", ReceiverMetrics)

@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from ingest.handlers import authenticate, read_json
-from ingest.keys import LIMITER, OPERATIONS, READS, REDIS, SETTINGS, TOKENS
-from ingest.operations import OperationItem
-from ingest.reading import PermitReads
-from ingest.responses import ApiError, json_response, success_body
+from ingest.bodies import ApiError, json_response, success_body
+from ingest.operation_enqueuer import OperationItem
+from ingest.push import authenticate, read_json
+from ingest.read_store import ReadStore
+from ingest.state import LIMITER, OPERATIONS, READS, REDIS, SETTINGS, TOKENS
 from shared import codes
 from shared.constants import REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
-from shared.lifecycle import OperationKind, is_reference_id, load_lookup, load_operation
+from shared.operations import OperationKind, is_reference_id, load_lookup, load_operation
 from shared.tokens import ClientInfo
 
 
@@ -94,7 +94,7 @@ async def bearer_client(request: web.Request) -> ClientInfo:
     return client
 
 
-def reads(request: web.Request) -> PermitReads:
+def reads(request: web.Request) -> ReadStore:
     return request.app[READS]
 
 

@@ -19,7 +19,7 @@ Outcome = TypeVar("Outcome")
 log = structlog.get_logger(__name__)
 
 
-class Batcher(Generic[Item, Outcome]):
+class MicroBatcher(Generic[Item, Outcome]):
     """Cuts a batch ``window_s`` after its first item, or at ``max_size`` items.
 
     At most ``concurrency`` batches are in flight. While they all are, items keep

@@ -1,7 +1,7 @@
 """What the handlers need from the database reads, without importing the database layer.
 
 A receiver configured without a database (READ_DATABASE_URL=none) never imports
-SQLAlchemy; ``ingest.reads.PermitReader`` is the implementation, loaded only when there is
+SQLAlchemy; ``ingest.read_store_sql.SqlReadStore`` is the implementation, loaded only when there is
 a database to read.
 """
 
@@ -21,7 +21,7 @@ class PermitStatus:
     operations: list[dict[str, Any]]
 
 
-class PermitReads(Protocol):
+class ReadStore(Protocol):
     async def status(self, client_id: int, reference_id: str) -> PermitStatus | None: ...
 
     async def active(

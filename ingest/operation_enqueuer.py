@@ -10,7 +10,7 @@ is two Redis round trips however many operations it carries:
 What the receiver can know without the database: Redis holds the owner of every
 reference id issued in the last REFERENCE_TTL_S (24 h). An id owned by another client is
 refused at once (9009). An id Redis no longer knows is checked in the database when the
-receiver has one (``PermitReader``); without one it is enqueued with
+receiver has one (``SqlReadStore``); without one it is enqueued with
 ``create_expected=False`` and the worker decides, recording "not found" for the status
 endpoint. Ordering is the worker's job: see worker/operations.py.
 """
@@ -24,7 +24,7 @@ from datetime import datetime
 
 import structlog
 
-from ingest.queue import JobWriter, utc_instant
+from ingest.permit_enqueuer import JobWriter, utc_instant
 from shared.config import Settings
 from shared.constants import (
     APPLY_OPERATIONS_JOB,
@@ -32,7 +32,7 @@ from shared.constants import (
     REFERENCE_KEY_PREFIX,
 )
 from shared.errors import RecordNotFoundError
-from shared.lifecycle import OperationChanges, OperationIn, OperationJob
+from shared.operations import OperationChanges, OperationIn, OperationJob
 from shared.tokens import ClientInfo
 
 log = structlog.get_logger(__name__)

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ingest.reading import PermitStatus
+from ingest.read_store import PermitStatus
 from shared.config import Settings
 from shared.db import make_engine
 from shared.errors import ReadsUnavailableError
@@ -44,7 +44,7 @@ from shared.normalize import normalize_zone
 T = TypeVar("T")
 
 
-class PermitReader:
+class SqlReadStore:
     """Synchronous queries on their own threads, awaited by the handlers."""
 
     def __init__(self, settings: Settings, database_url: str) -> None:
