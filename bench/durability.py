@@ -20,9 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from ingest.permit_enqueuer import JobWriter, PermitEnqueuer, PushItem
+from ingest.permit_enqueuer import PermitEnqueuer, PushItem
 from shared.config import Settings
-from shared.durability import resolve_wait_aof
+from shared.queue import JobWriter
 from shared.redis import make_receiver_redis
 from shared.schemas import load_permit
 from shared.tokens import ClientInfo
@@ -40,9 +40,7 @@ def measure(mode: str, binary: str, batches: int, batch_size: int) -> str:
             max_queue_depth=0,
         )
         redis = make_receiver_redis(settings)
-        writer = JobWriter(redis, settings)
-        writer.wait_aof = resolve_wait_aof(settings, redis)
-        enqueuer = PermitEnqueuer(writer, settings)
+        enqueuer = PermitEnqueuer(JobWriter.connect(redis, settings), settings)
         client = ClientInfo(1, "bench", "Standard")
         now = datetime.now(UTC)
 

@@ -22,11 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cli.checks import connect_redis, database_sessions
-from ingest.permit_enqueuer import JOB_RETRY
 from shared.config import Settings
-from shared.constants import JOB_FAILURE_TTL_S, JOB_RESULT_TTL_S, PERSIST_PERMITS_JOB
+from shared.constants import PERSIST_PERMITS_JOB
 from shared.errors import PermitPushError
 from shared.models import DeadLetter, utcnow
+from shared.queue import JOB_RETRY, JobWriter
 
 
 class NotFailedError(PermitPushError):
@@ -35,13 +35,17 @@ class NotFailedError(PermitPushError):
 
 @dataclass(frozen=True, slots=True)
 class Failures:
-    queue: Queue
+    writer: JobWriter
     registry: FailedJobRegistry
 
     @classmethod
     def open(cls, settings: Settings, redis: Redis) -> Failures:
-        queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
-        return cls(queue, FailedJobRegistry(queue=queue))
+        writer = JobWriter.connect(redis, settings)
+        return cls(writer, FailedJobRegistry(queue=writer.queue))
+
+    @property
+    def queue(self) -> Queue:
+        return self.writer.queue
 
     def jobs(self) -> list[Job]:
         ids = self.registry.get_job_ids()
@@ -62,20 +66,21 @@ class Failures:
         self.registry.requeue(job)
         return len(permits_of(job))
 
-    def requeue_letter(self, session: Session, letter: DeadLetter, job_timeout_s: int) -> str:
-        """Enqueue a dead-lettered permit again, under its own reference id."""
-        job = self.queue.enqueue_call(
+    def requeue_letter(self, session: Session, letter: DeadLetter) -> str:
+        """Enqueue a dead-lettered permit again, under its own reference id.
+
+        Like any create: its owner goes back to Redis with the job (so an update for it is
+        accepted while it waits) and, with DURABLE_ACK, Redis fsyncs it before we go on.
+        """
+        job_id = self.writer.write(
             PERSIST_PERMITS_JOB,
-            kwargs={"permits": [letter.payload]},
-            description="persist_permits(1 permits, requeued dead letter)",
-            timeout=job_timeout_s,
-            result_ttl=JOB_RESULT_TTL_S,
-            failure_ttl=JOB_FAILURE_TTL_S,
-            retry=JOB_RETRY,
+            {"permits": [letter.payload]},
+            "persist_permits(1 permits, requeued dead letter)",
+            {letter.reference_id: int(str(letter.payload["client_id"]))},
         )
         letter.requeued_at = utcnow()
         session.flush()
-        return str(job.id)
+        return job_id
 
 
 def permits_of(job: Job) -> list[dict[str, Any]]:
@@ -170,5 +175,5 @@ def requeue(settings: Settings, failure_ids: tuple[str, ...], all_: bool) -> Non
                 raise NotFailedError(f"no dead letter {letter_id}")
             letters.append(letter)
         for letter in letters:
-            new_job = failures.requeue_letter(session, letter, settings.job_timeout_s)
+            new_job = failures.requeue_letter(session, letter)
             click.echo(f"requeued dead letter {letter.id} ({letter.reference_id}) as job {new_job}")

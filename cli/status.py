@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from cli.checks import connect_redis, require_database
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker
-from shared.models import DISCONNECTED, Permit
+from shared.models import Permit
 from shared.queue_stats import JOB_STATUSES, QueueStats, read_queue_stats
 from worker.stats import DatabaseCounts, count_database
 
@@ -148,7 +148,7 @@ def disconnected_zones(session: Session, limit: int = TOP_ZONES) -> list[tuple[s
     permits = func.count().label("permits")
     rows = session.execute(
         select(Permit.zone_normalized, permits)
-        .where(DISCONNECTED, Permit.deleted_at.is_(None))
+        .where(Permit.disconnected)
         .group_by(Permit.zone_normalized)
         .order_by(permits.desc(), Permit.zone_normalized)
         .limit(limit)

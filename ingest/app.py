@@ -10,27 +10,26 @@ from redis import Redis
 
 from ingest.metrics import ReceiverMetrics
 from ingest.microbatch import MicroBatcher
-from ingest.middlewares import error_middleware, request_id_middleware
+from ingest.middlewares import error_middleware, metrics_middleware, request_id_middleware
 from ingest.operation_enqueuer import OperationEnqueuer
-from ingest.permit_enqueuer import JobWriter, PermitEnqueuer
-from ingest.probes import metrics_middleware
+from ingest.permit_enqueuer import PermitEnqueuer
 from ingest.ratelimit import RateLimiter
 from ingest.read_store import NoDatabase, ReadStore
 from ingest.routes import setup_routes
 from ingest.state import (
-    BATCHER,
     ENQUEUE,
     LIMITER,
     METRICS,
-    OPERATIONS,
-    READS,
+    OPERATION_BATCHER,
+    PERMIT_BATCHER,
+    READ_STORE,
     REDIS,
     SETTINGS,
     TOKENS,
 )
 from ingest.token_cache import TokenCache
 from shared.config import Settings
-from shared.durability import resolve_wait_aof
+from shared.queue import JobWriter
 from shared.redis import make_receiver_redis
 
 
@@ -45,30 +44,32 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[REDIS] = redis if redis is not None else make_receiver_redis(settings)
     app[METRICS] = ReceiverMetrics(settings, app[REDIS])
-    app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(_start_and_stop)
     setup_routes(app)
     return app
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
+    """Open what the handlers use once the loop runs; at shutdown, flush and close it."""
     settings, redis = app[SETTINGS], app[REDIS]
     app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
-    writer = JobWriter(redis, settings)
-    writer.wait_aof = await asyncio.to_thread(resolve_wait_aof, settings, redis)
+    writer = await asyncio.to_thread(JobWriter.connect, redis, settings)
     enqueuer = PermitEnqueuer(writer, settings)
     app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)
-    app[BATCHER] = MicroBatcher(
+    app[PERMIT_BATCHER] = MicroBatcher(
+        "enqueue-permits",
         app[ENQUEUE],
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
         concurrency=settings.enqueue_concurrency,
     )
     app[LIMITER] = RateLimiter(redis, settings)
-    reads = _open_reads(settings)
-    app[READS] = reads if reads is not None else NoDatabase()
+    reads = _open_read_store(settings)
+    app[READ_STORE] = reads if reads is not None else NoDatabase()
     operations = OperationEnqueuer(writer, settings, reads.owners if reads is not None else None)
     # Updates and deletes share the micro-batching machinery (their own batches and job).
-    app[OPERATIONS] = MicroBatcher(
+    app[OPERATION_BATCHER] = MicroBatcher(
+        "enqueue-operations",
         operations.enqueue,
         window_s=settings.batch_window_ms / 1000,
         max_size=settings.batch_max_permits,
@@ -78,14 +79,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     # aiohttp has stopped accepting requests; let the queued ones reach Redis.
-    await app[BATCHER].close()
-    await app[OPERATIONS].close()
+    await app[PERMIT_BATCHER].close()
+    await app[OPERATION_BATCHER].close()
     await app[LIMITER].close()
-    app[READS].close()
+    app[READ_STORE].close()
     redis.close()
 
 
-def _open_reads(settings: Settings) -> ReadStore | None:
+def _open_read_store(settings: Settings) -> ReadStore | None:
     """The status and lookup reads, or None for a receiver without a database."""
     url = settings.reads_database_url
     if url is None:

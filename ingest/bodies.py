@@ -1,4 +1,4 @@
-"""The reply bodies of the wire contract."""
+"""The JSON bodies of the wire contract: the request read, the replies written."""
 
 from __future__ import annotations
 
@@ -8,10 +8,26 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from shared import codes
 from shared.codes import MESSAGES
 
 # The ErrorCode an error reply carries, for the metrics middleware (no body parsing).
 ERROR_CODE = web.ResponseKey("error_code", int)
+
+
+async def read_json(request: web.Request, *, max_bytes: int | None = None) -> Any:
+    """The decoded body: 415 unless it is declared JSON, 400 (9003) unless it parses.
+
+    ``max_bytes`` replaces the app's body limit (the batch push takes more).
+    """
+    if request.content_type != "application/json":
+        raise ApiError(415, codes.NOT_PARSEABLE, "The Content-Type must be application/json.")
+    if max_bytes is not None:
+        request = request.clone(client_max_size=max_bytes)
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise ApiError(400, codes.NOT_PARSEABLE, "The body is not valid JSON.") from None
 
 
 def json_response(

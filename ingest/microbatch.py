@@ -27,13 +27,14 @@ class MicroBatcher(Generic[Item, Outcome]):
     the receiver, the larger its batches, so the fixed cost of a Redis round trip and of
     an RQ job is spread over more permits instead of queueing behind each other.
 
-    ``flush`` is synchronous (RQ is) and runs on a small thread pool. It returns one
-    outcome per item: a value, or an exception for that item alone. An exception raised
-    by ``flush`` itself fails every item of the batch.
+    ``flush`` is synchronous (RQ is) and runs on a small thread pool whose threads are
+    named ``name``. It returns one outcome per item: a value, or an exception for that
+    item alone. An exception raised by ``flush`` itself fails every item of the batch.
     """
 
     def __init__(
         self,
+        name: str,
         flush: Callable[[list[Item]], list[Outcome | Exception]],
         *,
         window_s: float,
@@ -44,7 +45,7 @@ class MicroBatcher(Generic[Item, Outcome]):
         self._window_s = window_s
         self._max_size = max_size
         self._concurrency = concurrency
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="enqueue")
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
         self._pending: list[tuple[Item, asyncio.Future[Outcome]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._due = False  # the oldest pending item has waited its window

@@ -24,7 +24,7 @@ from datetime import datetime
 
 import structlog
 
-from ingest.permit_enqueuer import JobWriter, utc_instant
+from ingest.permit_enqueuer import utc_instant
 from shared.config import Settings
 from shared.constants import (
     APPLY_OPERATIONS_JOB,
@@ -33,6 +33,7 @@ from shared.constants import (
 )
 from shared.errors import RecordNotFoundError
 from shared.operations import OperationChanges, OperationIn, OperationJob
+from shared.queue import JobWriter
 from shared.tokens import ClientInfo
 
 log = structlog.get_logger(__name__)

@@ -7,40 +7,22 @@ event loop.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
-
-from redis import Redis
-from rq import Queue, Retry
-from rq.serializers import JSONSerializer
 
 from shared.config import Settings
 from shared.constants import (
     DEDUP_KEY_PREFIX,
     DEDUP_TTL_S,
     IDEMPOTENCY_KEY_PREFIX,
-    JOB_FAILURE_TTL_S,
-    JOB_RESULT_TTL_S,
     PERSIST_PERMITS_JOB,
-    REFERENCE_KEY_PREFIX,
-    REFERENCE_TTL_S,
 )
-from shared.errors import IdempotencyConflictError, QueueFullError, QueueUnavailableError
+from shared.errors import IdempotencyConflictError, QueueFullError
+from shared.queue import JobWriter
 from shared.schemas import PermitIn, PermitJob
 from shared.tokens import ClientInfo
-
-# Backoff for a batch whose worker died or whose database stayed away past DB_RETRY_S: RQ
-# re-runs it (the last interval repeats), about 4.5 h in all before the batch lands in the
-# failed registry (`permit-push failed requeue`). The first re-run is immediate: it does
-# not wait for RQ's scheduler, whose lock a killed worker may have held for a minute.
-# It is attached at enqueue, not returned by the job (as STYLE.md suggests), because RQ
-# re-runs an abandoned job (SIGKILLed worker) only if the job has retries left. Bad rows
-# never fail the job (they are dead-lettered), so bad input is not retried.
-JOB_RETRY = Retry(max=24, interval=[0, 5, 15, 30, 60, 120, 300, 600, 900])
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,63 +51,6 @@ class PushItem:
             )
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class JobWriter:
-    """Writes a micro-batch as ONE RQ job, with the owner of each reference id, in one MULTI.
-
-    Creates and operations (worker.jobs.persist_permits / apply_operations) both go
-    through here, so both get the same retry policy and the same durable acknowledgement.
-    """
-
-    def __init__(self, redis: Redis, settings: Settings) -> None:
-        self.redis = redis
-        self.queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
-        self._job_timeout_s = settings.job_timeout_s
-        # Set by the app at startup once the server is known to support WAITAOF.
-        self.wait_aof = False
-        self._wait_aof_timeout_ms = max(1, int(settings.redis_timeout_s * 1000))
-
-    def write(
-        self,
-        function: str,
-        kwargs: dict[str, Any],
-        description: str,
-        owners: Mapping[str, int],
-    ) -> None:
-        """Enqueue ``function(**kwargs)``; ``owners`` maps reference ids to their client."""
-        job = self.queue.create_job(
-            function,
-            kwargs=kwargs,
-            # RQ's default description is the call with its arguments: plates would show
-            # in rq-dashboard and logs.
-            description=description,
-            timeout=self._job_timeout_s,
-            result_ttl=JOB_RESULT_TTL_S,
-            failure_ttl=JOB_FAILURE_TTL_S,
-            retry=JOB_RETRY,
-        )
-        with self.redis.pipeline() as pipe:
-            self.queue.enqueue_job(job, pipeline=pipe)  # RQ opens the MULTI
-            # Who owns each reference id, in the same MULTI as the job: an update or
-            # delete for an id this client was given is accepted without the database.
-            for reference_id, client_id in owners.items():
-                pipe.set(REFERENCE_KEY_PREFIX + reference_id, client_id, ex=REFERENCE_TTL_S)
-            pipe.execute()
-        if self.wait_aof:
-            self._wait_for_fsync()
-
-    def _wait_for_fsync(self) -> None:
-        """Block until Redis has fsynced its AOF up to this batch (Redis >= 7.2).
-
-        WAITAOF cannot run inside MULTI, hence its own round trip. If the fsync does not
-        happen within the timeout the batch is refused (503): it may still be stored,
-        and the client's resend maps to the same reference id.
-        """
-        command = ("WAITAOF", 1, 0, self._wait_aof_timeout_ms)
-        local, _replicas = self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
-        if int(local) < 1:
-            raise QueueUnavailableError("Redis did not fsync the batch in time")
 
 
 class PermitEnqueuer:

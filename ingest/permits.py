@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from ingest.bodies import ApiError, json_response, success_body
+from ingest.auth import authenticate, authenticate_bearer
+from ingest.bodies import json_response, read_json, success_body
 from ingest.operation_enqueuer import OperationItem
-from ingest.push import authenticate, read_json
 from ingest.read_store import ReadStore
-from ingest.state import LIMITER, OPERATIONS, READS, REDIS, SETTINGS, TOKENS
-from shared import codes
+from ingest.state import OPERATION_BATCHER, READ_STORE, REDIS, SETTINGS
 from shared.constants import REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
-from shared.operations import OperationKind, is_reference_id, load_lookup, load_operation
+from shared.lookup import load_lookup
+from shared.operations import OperationKind, is_reference_id, load_operation
 from shared.tokens import ClientInfo
 
 
@@ -36,13 +36,13 @@ async def _operate(request: web.Request, kind: OperationKind) -> web.Response:
     if not is_reference_id(operation.reference_id):
         raise RecordNotFoundError(operation.reference_id)  # never one of ours
     item = OperationItem(client, operation, received_at)
-    reference_id = await request.app[OPERATIONS].submit(item)
+    reference_id = await request.app[OPERATION_BATCHER].submit(item)
     return json_response(success_body(reference_id))
 
 
 async def permit_status(request: web.Request) -> web.Response:
     """GET /api/OC-TOMA/v1/permits/{reference_id}: queued, stored, ... with the permit."""
-    client = await bearer_client(request)
+    client = await authenticate_bearer(request)
     reference_id = request.match_info["reference_id"].lower()
     if not is_reference_id(reference_id):
         raise RecordNotFoundError(reference_id)
@@ -58,7 +58,7 @@ async def permit_status(request: web.Request) -> web.Response:
 
 async def active_permits(request: web.Request) -> web.Response:
     """GET /api/OC-TOMA/v1/permits/active?plate=P[&zone=Z][&at=T]: is this plate paid?"""
-    await bearer_client(request)
+    await authenticate_bearer(request)
     settings = request.app[SETTINGS]
     query = load_lookup(request.query)
     at = query.at or datetime.now(UTC)
@@ -78,24 +78,8 @@ async def active_permits(request: web.Request) -> web.Response:
     )
 
 
-async def bearer_client(request: web.Request) -> ClientInfo:
-    """The client of ``Authorization: Bearer <token>``, within its rate limit."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401, codes.TOKEN_MISSING, errors={"Authorization": ["Must be: Bearer <API token>."]}
-        )
-    client = await request.app[TOKENS].authenticate(token.strip())
-    if client is None:
-        raise ApiError(
-            401, codes.TOKEN_NOT_PERMITTED, errors={"Authorization": ["Is not permitted."]}
-        )
-    await request.app[LIMITER].check(client)
-    return client
-
-
 def reads(request: web.Request) -> ReadStore:
-    return request.app[READS]
+    return request.app[READ_STORE]
 
 
 async def _queued_for(request: web.Request, client: ClientInfo, reference_id: str) -> bool:

@@ -55,6 +55,7 @@ class RateLimiter:
         self._default_rate = settings.rate_limit_per_s
         self._default_burst = settings.rate_limit_burst
         self._batcher: MicroBatcher[RateCheck, None] = MicroBatcher(
+            "rate-limit",
             self._take,
             window_s=settings.batch_window_ms / 1000,
             max_size=settings.batch_max_permits,

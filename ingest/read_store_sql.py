@@ -90,7 +90,7 @@ class SqlReadStore:
 
     async def status(self, client_id: int, reference_id: str) -> PermitStatus | None:
         """The permit as stored (or failed), if it is ``client_id``'s; None otherwise."""
-        return await self._run(lambda session: _status(session, client_id, reference_id))
+        return await self._run(lambda session: status_of(session, client_id, reference_id))
 
     async def active(
         self, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
@@ -137,7 +137,7 @@ def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:
     )
 
 
-def _status(session: Session, client_id: int, reference_id: str) -> PermitStatus | None:
+def status_of(session: Session, client_id: int, reference_id: str) -> PermitStatus | None:
     permit = session.scalar(select(Permit).where(Permit.reference_id == reference_id))
     if permit is not None:
         if permit.client_id != client_id:
@@ -165,7 +165,7 @@ def _status(session: Session, client_id: int, reference_id: str) -> PermitStatus
 def _permit_status(permit: Permit) -> str:
     if permit.deleted_at is not None:
         return "deleted"
-    if permit.zone_id is None and permit.zone_normalized is not None:
+    if permit.disconnected:
         return "disconnected"
     return "stored"
 

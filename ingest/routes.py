@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from ingest import batch, openapi, permits, probes, push
+from ingest import openapi, permits, probes, push
 
 API_PREFIX = "/api/OC-TOMA/v1/permits"
 PUSH_PATH = API_PREFIX + "/push"
@@ -16,7 +16,7 @@ OPENAPI_PATH = "/api/openapi.json"
 def setup_routes(app: web.Application) -> None:
     # Route names are the `route` label of the HTTP metrics.
     app.router.add_post(PUSH_PATH, push.push_permit, name="push")
-    app.router.add_post(BATCH_PATH, batch.push_batch, name="push_batch")
+    app.router.add_post(BATCH_PATH, push.push_batch, name="push_batch")
     app.router.add_post(UPDATE_PATH, permits.update_permit, name="update")
     app.router.add_post(DELETE_PATH, permits.delete_permit, name="delete")
     app.router.add_get(ACTIVE_PATH, permits.active_permits, name="active")

@@ -1,4 +1,4 @@
-"""Typed application state."""
+"""Typed application state: the aiohttp AppKeys of what create_app wires."""
 
 from collections.abc import Callable
 
@@ -16,10 +16,10 @@ from shared.config import Settings
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 TOKENS = web.AppKey("tokens", TokenCache)
-BATCHER = web.AppKey("batcher", MicroBatcher)
+PERMIT_BATCHER = web.AppKey("permit_batcher", MicroBatcher)  # pushes
 # PermitEnqueuer.enqueue, timed for the metrics: the micro-batcher and the batch push.
 ENQUEUE: web.AppKey[Callable[[list[PushItem]], list[str | Exception]]] = web.AppKey("enqueue")
-OPERATIONS = web.AppKey("operations", MicroBatcher)  # updates and deletes
+OPERATION_BATCHER = web.AppKey("operation_batcher", MicroBatcher)  # updates, deletes
 LIMITER = web.AppKey("limiter", RateLimiter)
-READS = web.AppKey("reads", ReadStore)
+READ_STORE = web.AppKey("read_store", ReadStore)
 METRICS = web.AppKey("metrics", ReceiverMetrics)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -21,9 +22,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     text,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -125,7 +128,8 @@ class ZoneCatalog(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-DISCONNECTED = text("zone_id IS NULL AND zone_normalized IS NOT NULL")
+# Names a zone but is linked to none: the rows a reconcile looks at (Permit.unlinked).
+UNLINKED = text("zone_id IS NULL AND zone_normalized IS NOT NULL")
 NOT_DELETED = text("deleted_at IS NULL")
 PARKED = text("state = 'parked'")
 
@@ -143,14 +147,14 @@ class Permit(Base):
             postgresql_where=NOT_DELETED,
             sqlite_where=NOT_DELETED,
         ),
-        # Reconciliation scans only the disconnected permits, name by name in id order
+        # Reconciliation scans only the unlinked permits, name by name in id order
         # (keyset batches: each batch starts where the last one ended).
         Index(
             "ix_permits_disconnected_zone",
             "zone_normalized",
             "id",
-            postgresql_where=DISCONNECTED,
-            sqlite_where=DISCONNECTED,
+            postgresql_where=UNLINKED,
+            sqlite_where=UNLINKED,
         ),
     )
 
@@ -178,6 +182,31 @@ class Permit(Base):
     # The highest operation sequence number folded into this row (0: as created).
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # The one definition of each, in Python and in SQL (hybrid properties).
+    @hybrid_property
+    def unlinked(self) -> bool:
+        """It names a zone that matched no zone or alias yet: a reconcile may link it."""
+        return self.zone_id is None and self.zone_normalized is not None
+
+    @unlinked.inplace.expression
+    @classmethod
+    def _unlinked(cls) -> ColumnElement[bool]:
+        return and_(cls.zone_id.is_(None), cls.zone_normalized.is_not(None))
+
+    @hybrid_property
+    def disconnected(self) -> bool:
+        """Unlinked and still in force: what status, metrics and zone reports count.
+
+        A deleted permit waits for nothing, so it is reported as deleted, never as
+        disconnected (a reconcile still links it, to keep its history whole).
+        """
+        return self.unlinked and self.deleted_at is None
+
+    @disconnected.inplace.expression
+    @classmethod
+    def _disconnected(cls) -> ColumnElement[bool]:
+        return and_(cls.unlinked, cls.deleted_at.is_(None))
 
 
 class PermitOperation(Base):

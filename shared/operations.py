@@ -16,7 +16,6 @@ from marshmallow import EXCLUDE, Schema, ValidationError, post_load, validates_s
 
 from shared.codes import (
     END_TIME_INVALID,
-    PLATE_REQUIRED,
     REFERENCE_REQUIRED,
     REQUIRED,
     TOKEN_MISSING,
@@ -26,12 +25,10 @@ from shared.schemas import (
     AmountField,
     AttributeField,
     CurrencyField,
-    InvalidPermitError,
     PlateField,
     Problem,
     TimestampField,
     TokenField,
-    in_supported_range,
     load_with_aliases,
 )
 
@@ -130,61 +127,6 @@ def load_operation(kind: OperationKind, body: Any) -> OperationIn:
     schema, aliases = _SCHEMAS[kind]
     operation: OperationIn = load_with_aliases(schema, aliases, body)
     return operation
-
-
-_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
-
-
-class _At(AttributeField):
-    """A moment: ``YYYY-MM-DDTHH:MM:SS`` (the deployment's time zone) or with an offset."""
-
-    invalid_message = "Must be a time written YYYY-MM-DDTHH:MM:SS, optionally with an offset."
-
-    def parse(self, text: str) -> datetime:
-        if not _AT.fullmatch(text):
-            raise self.make_error("invalid")
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise self.make_error("invalid") from None
-        if not in_supported_range(moment):
-            raise self.make_error("invalid")
-        return moment
-
-
-@dataclass(frozen=True, slots=True)
-class LookupQuery:
-    """An enforcement lookup; ``at`` is naive when sent without an offset."""
-
-    plate_normalized: str
-    zone: str | None
-    at: datetime | None
-
-
-class LookupSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    plate = PlateField(required=True, required_code=PLATE_REQUIRED, max_length=25)
-    zone = AttributeField(max_length=200)
-    at = _At(max_length=32)
-
-    @post_load
-    def _make(self, data: dict[str, Any], **kwargs: Any) -> LookupQuery:
-        return LookupQuery(normalize_plate(data["plate"]), data.get("zone"), data.get("at"))
-
-
-_LOOKUP = LookupSchema()
-
-
-def load_lookup(query: Mapping[str, str]) -> LookupQuery:
-    """Validate the lookup's query parameters; errors keyed by parameter name."""
-    try:
-        lookup: LookupQuery = _LOOKUP.load(dict(query))
-    except ValidationError as exc:
-        assert isinstance(exc.messages, dict)  # noqa: S101 - a Schema's errors are by field
-        raise InvalidPermitError(exc.messages) from None
-    return lookup
 
 
 class OperationChanges(TypedDict, total=False):

@@ -30,15 +30,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from redis import Redis
-from rq import Queue, Retry
-from rq.serializers import JSONSerializer
+from rq import Retry
 from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.constants import (
-    JOB_FAILURE_TTL_S,
-    JOB_RESULT_TTL_S,
     RECONCILE_JOB_TIMEOUT_S,
     RECONCILE_ZONES_JOB,
     ZONE_CATALOG_LOCK_KEY,
@@ -46,6 +43,7 @@ from shared.constants import (
 from shared.errors import ZoneConflictError, ZoneExistsError, ZoneNotFoundError
 from shared.models import Permit, Zone, ZoneAlias, ZoneCatalog, utcnow
 from shared.normalize import normalize_zone
+from shared.queue import JobWriter
 
 NAME_MAX_CHARS = 200  # as the push contract's `zone`
 CODE_MAX_CHARS = 50
@@ -270,7 +268,7 @@ def disconnected_names(session: Session, limit: int = 50) -> DisconnectedReport:
             func.count().over(),  # groups, before the limit
             func.sum(permits).over(),
         )
-        .where(Permit.zone_id.is_(None), Permit.zone_normalized.is_not(None))
+        .where(Permit.disconnected)
         .group_by(Permit.zone_normalized)
         .order_by(permits.desc(), Permit.zone_normalized)
         .limit(limit)
@@ -326,15 +324,12 @@ def enqueue_reconcile(redis: Redis, settings: Settings, names: Sequence[str] | N
     worker that listens to a single queue; with two it falls back to BLPOP.
     """
     wanted = None if names is None else sorted({normalize_zone(name) for name in names})
-    queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
-    job = queue.enqueue(
+    return JobWriter.connect(redis, settings).write(
         RECONCILE_ZONES_JOB,
-        kwargs={"names": wanted},
-        description=f"reconcile_zones({'all' if wanted is None else len(wanted)} names)",
-        job_timeout=RECONCILE_JOB_TIMEOUT_S,
-        result_ttl=JOB_RESULT_TTL_S,
-        failure_ttl=JOB_FAILURE_TTL_S,
+        {"names": wanted},
+        f"reconcile_zones({'all' if wanted is None else len(wanted)} names)",
+        {},
         retry=RECONCILE_RETRY,
+        timeout_s=RECONCILE_JOB_TIMEOUT_S,
         at_front=True,
     )
-    return str(job.id)

@@ -72,7 +72,7 @@ def link_batch(session: Session, name: str, zone_id: int, after_id: int, limit: 
         select(Permit.id)
         .where(
             Permit.zone_normalized == name,
-            Permit.zone_id.is_(None),
+            Permit.unlinked,
             Permit.id > after_id,
         )
         .order_by(Permit.id)

@@ -16,11 +16,11 @@ from functools import partial
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from rq import Queue
 from rq.serializers import JSONSerializer
 
 from shared.clients import publish_tokens
 from shared.config import Settings
+from shared.queue import permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
 from worker.recovery import HeartbeatWorker
@@ -48,7 +48,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     for publisher in publishers:
         publisher.run_once()  # the receiver can authenticate before the first interval
         publisher.start()
-    queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
+    queue = permits_queue(redis, settings)
     try:
         while True:
             worker = HeartbeatWorker(

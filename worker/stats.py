@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.constants import DB_STATS_KEY, DB_STATS_LOCK_KEY, PERMITS_STORED_KEY
-from shared.models import DISCONNECTED, DeadLetter, Permit
+from shared.models import DeadLetter, Permit
 
 # The published counts live this many publish intervals without a new publication.
 STATS_TTL_INTERVALS = 4
@@ -42,7 +42,7 @@ def count_database(session: Session) -> DatabaseCounts:
     The disconnected count reads the partial index ix_permits_disconnected_zone.
     """
     disconnected = session.scalar(
-        select(func.count()).select_from(Permit).where(DISCONNECTED, Permit.deleted_at.is_(None))
+        select(func.count()).select_from(Permit).where(Permit.disconnected)
     )
     dead = session.scalar(
         select(func.count()).select_from(DeadLetter).where(DeadLetter.requeued_at.is_(None))

@@ -22,7 +22,9 @@ from ingest.app import create_app
 from ingest.routes import PUSH_PATH
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
+from shared.constants import REFERENCE_KEY_PREFIX
 from shared.models import DeadLetter, Permit
+from shared.queue import JOB_RETRY
 from shared.redis import make_receiver_redis
 from tests.factories import make_payload, permits_queue, queued_permits
 from worker.context import init_context
@@ -110,6 +112,22 @@ def test_failed_list_show_requeue(
     assert "failed batches: 0" in listed.output and "dead letters: 0" in listed.output
     missing = cli.invoke(main, ["failed", "show", "999999"], env=env)
     assert missing.exit_code == 1 and "no dead letter" in missing.output
+
+
+def test_a_requeued_dead_letter_is_enqueued_like_any_create(
+    pg_settings: Settings, real_redis: Redis, token: str, worker_context: None
+) -> None:
+    """Its owner goes back to Redis (an update is accepted while it waits) and it keeps
+    the batches' retry policy (a killed worker's run is re-run)."""
+    bad = {**_job_permit("bad-amount"), "amount": "not a number"}
+    assert persist_permits([bad])["dead_lettered"] == 1
+    real_redis.flushdb()  # the owner key written with the first enqueue is long gone
+    env = {"REDIS_URL": pg_settings.redis_url, "DATABASE_URL": pg_settings.database_url}
+    requeued = CliRunner().invoke(main, ["failed", "requeue", "--all"], env=env)
+    assert requeued.exit_code == 0, requeued.output
+    assert real_redis.get(REFERENCE_KEY_PREFIX + bad["reference_id"]) == b"1"
+    (job,) = permits_queue(real_redis).get_jobs()
+    assert job.retries_left == JOB_RETRY.max
 
 
 def _job_permit(reference: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ class RecordingFlush:
 async def test_items_within_the_window_share_a_batch() -> None:
     flush = RecordingFlush()
     batcher: MicroBatcher[int, int] = MicroBatcher(
-        flush, window_s=0.02, max_size=100, concurrency=2
+        "test", flush, window_s=0.02, max_size=100, concurrency=2
     )
     results = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
     assert results == [0, 10, 20, 30, 40]
@@ -35,7 +35,9 @@ async def test_items_within_the_window_share_a_batch() -> None:
 
 async def test_a_full_batch_goes_at_once_without_waiting_for_the_window() -> None:
     flush = RecordingFlush()
-    batcher: MicroBatcher[int, int] = MicroBatcher(flush, window_s=60, max_size=3, concurrency=2)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=60, max_size=3, concurrency=2
+    )
     results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(6))), 5)
     assert results == [0, 10, 20, 30, 40, 50]
     assert flush.sizes == [3, 3]
@@ -46,7 +48,7 @@ async def test_items_gather_while_every_slot_is_busy() -> None:
     flush = RecordingFlush()
     flush.release.clear()  # the first batch hangs in Redis
     batcher: MicroBatcher[int, int] = MicroBatcher(
-        flush, window_s=0.001, max_size=100, concurrency=1
+        "test", flush, window_s=0.001, max_size=100, concurrency=1
     )
     first = asyncio.ensure_future(batcher.submit(0))
     await asyncio.sleep(0.05)  # its window is over: it is in flight
@@ -61,7 +63,7 @@ async def test_items_gather_while_every_slot_is_busy() -> None:
 
 async def test_an_item_error_fails_only_that_item() -> None:
     batcher: MicroBatcher[int, int] = MicroBatcher(
-        RecordingFlush(), window_s=0.01, max_size=10, concurrency=1
+        "test", RecordingFlush(), window_s=0.01, max_size=10, concurrency=1
     )
     good, bad = await asyncio.gather(batcher.submit(1), batcher.submit(-1), return_exceptions=True)
     assert good == 10
@@ -74,7 +76,7 @@ async def test_a_failing_flush_fails_its_whole_batch() -> None:
         raise ConnectionError("Redis is away")
 
     batcher: MicroBatcher[int, int] = MicroBatcher(
-        broken, window_s=0.01, max_size=10, concurrency=1
+        "test", broken, window_s=0.01, max_size=10, concurrency=1
     )
     outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
     assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
@@ -83,7 +85,9 @@ async def test_a_failing_flush_fails_its_whole_batch() -> None:
 
 async def test_close_flushes_what_is_pending() -> None:
     flush = RecordingFlush()
-    batcher: MicroBatcher[int, int] = MicroBatcher(flush, window_s=60, max_size=100, concurrency=1)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=60, max_size=100, concurrency=1
+    )
     pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
     await asyncio.sleep(0)  # submitted, waiting for a window that would take a minute
     await asyncio.wait_for(batcher.close(), 5)

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from ingest.app import create_app
-from ingest.protocol import JsonErrorAppRunner
+from ingest.server import JsonErrorAppRunner
 from shared.config import Settings
 
 MALFORMED = [

@@ -17,16 +17,16 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 
 from ingest.app import create_app
-from ingest.permit_enqueuer import JOB_RETRY, JobWriter
 from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.config import Settings
+from shared.constants import PERSIST_PERMITS_JOB
 from shared.durability import AofSupport, resolve_wait_aof
-from shared.errors import ConfigError
+from shared.errors import ConfigError, QueueUnavailableError
+from shared.queue import JOB_RETRY, JobWriter
 from tests.factories import make_payload, permits_queue, queued_permits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,16 +71,53 @@ async def test_queue_over_its_depth_is_503_with_retry_after(
     assert again.status == 200
 
 
-def test_waitaof_runs_after_each_batch_when_enabled(settings: Settings) -> None:
-    redis = mock.MagicMock(spec=Redis)
-    redis.execute_command.return_value = [1, 0]
-    writer = JobWriter(redis, settings)
-    writer.wait_aof = True
-    writer._wait_for_fsync()
-    redis.execute_command.assert_called_once_with("WAITAOF", 1, 0, 1000)
-    redis.execute_command.return_value = [0, 0]  # not fsynced in time: refuse the batch
-    with pytest.raises(Exception, match="fsync"):
-        writer._wait_for_fsync()
+def _answer_waitaof(redis: fakeredis.FakeRedis, fsynced: int) -> list[tuple[Any, ...]]:
+    """Make ``redis`` answer WAITAOF (fakeredis lacks it) as a server that fsynced or not."""
+    calls: list[tuple[Any, ...]] = []
+    real = redis.execute_command
+
+    def execute(*args: Any, **options: Any) -> Any:
+        if args[0] == "WAITAOF":
+            calls.append(args)
+            return [fsynced, 0]
+        return real(*args, **options)
+
+    redis.execute_command = execute  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize("wait_aof", [True, False])
+def test_write_waits_for_the_fsync_only_when_enabled(
+    settings: Settings, redis: fakeredis.FakeRedis, wait_aof: bool
+) -> None:
+    calls = _answer_waitaof(redis, fsynced=1)
+    writer = JobWriter(redis, settings, wait_aof=wait_aof)
+    writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(0 permits)", {})
+    assert calls == ([("WAITAOF", 1, 0, 1000)] if wait_aof else [])
+    assert writer.queue.count == 1
+
+
+def test_a_job_redis_did_not_fsync_in_time_is_refused(
+    settings: Settings, redis: fakeredis.FakeRedis
+) -> None:
+    _answer_waitaof(redis, fsynced=0)
+    writer = JobWriter(redis, settings, wait_aof=True)
+    with pytest.raises(QueueUnavailableError, match="fsync"):
+        writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(0 permits)", {})
+
+
+async def test_push_is_503_when_redis_does_not_fsync_its_batch(
+    aiohttp_client: Callable[..., Any],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+) -> None:
+    _answer_waitaof(redis, fsynced=0)
+    with mock.patch("shared.queue.resolve_wait_aof", return_value=True):
+        client: TestClient = await aiohttp_client(create_app(settings, redis=redis))
+        response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+    assert response.status == 503
+    assert (await response.json())["ErrorCode"] == 9901
 
 
 @pytest.mark.parametrize(

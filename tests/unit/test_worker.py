@@ -136,7 +136,7 @@ def test_job_orphaned_in_the_intermediate_queue_is_rescued(redis: fakeredis.Fake
 
     from rq.utils import now
 
-    from ingest.permit_enqueuer import JOB_RETRY
+    from shared.queue import JOB_RETRY
     from worker.recovery import HeartbeatWorker
 
     queue = permits_queue(redis)

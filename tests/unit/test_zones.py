@@ -15,7 +15,9 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.status import disconnected_zones
 from cli.zones import zones as zones_cli
+from ingest.read_store_sql import status_of
 from shared.clients import create_client
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB
@@ -37,6 +39,7 @@ from worker.context import init_context
 from worker.jobs import persist_permits
 from worker.persist import store_permits
 from worker.reconcile import reconcile
+from worker.stats import count_database
 from worker.zones import ZoneIndex
 
 
@@ -379,3 +382,22 @@ def _listing(sessions: sessionmaker[Session]) -> list[ZoneListing]:
 def _version(sessions: sessionmaker[Session]) -> int:
     with sessions() as session:
         return catalog_version(session)
+
+
+def test_a_deleted_permit_is_disconnected_nowhere(
+    sessions: sessionmaker[Session], client_id: int
+) -> None:
+    """status, /metrics and `zones disconnected` count the same permits."""
+    waiting, cancelled = make_permit_job(client_id, "Lot 9"), make_permit_job(client_id, "Lot 9")
+    assert persist_permits([waiting, cancelled])["stored"] == 2
+    with sessions.begin() as session:
+        row = session.scalar(select(Permit).where(Permit.reference_id == cancelled["reference_id"]))
+        assert row is not None
+        row.deleted_at = datetime.now(UTC)
+    with sessions() as session:
+        assert count_database(session).disconnected == 1
+        assert disconnected_zones(session) == [("lot 9", 1)]
+        report = disconnected_names(session)
+        assert (report.total_names, report.total_permits) == (1, 1)
+        assert status_of(session, client_id, cancelled["reference_id"]).status == "deleted"
+        assert status_of(session, client_id, waiting["reference_id"]).status == "disconnected"

@@ -1,0 +1,104 @@
+"""The permits queue, and the one way a job is put on it.
+
+The receiver's batches (creates and operations), the zone reconcile and the requeue of a
+dead letter all go through `JobWriter.write`, so every job gets the same queue, the same
+serializer, the owner of each reference id it carries, and the durable acknowledgement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+from shared.config import Settings
+from shared.constants import (
+    JOB_FAILURE_TTL_S,
+    JOB_RESULT_TTL_S,
+    REFERENCE_KEY_PREFIX,
+    REFERENCE_TTL_S,
+)
+from shared.durability import resolve_wait_aof
+from shared.errors import QueueUnavailableError
+
+# Backoff for a batch whose worker died or whose database stayed away past DB_RETRY_S: RQ
+# re-runs it (the last interval repeats), about 4.5 h in all before the batch lands in the
+# failed registry (`permit-push failed requeue`). The first re-run is immediate: it does
+# not wait for RQ's scheduler, whose lock a killed worker may have held for a minute.
+# It is attached at enqueue, not returned by the job, because RQ re-runs an abandoned job
+# (SIGKILLed worker) only if the job has retries left. Bad rows never fail the job (they
+# are dead-lettered), so bad input is not retried.
+JOB_RETRY = Retry(max=24, interval=[0, 5, 15, 30, 60, 120, 300, 600, 900])
+
+
+def permits_queue(redis: Redis, settings: Settings) -> Queue:
+    """The RQ queue that receivers fill and workers drain, with JSON job payloads."""
+    return Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
+
+
+class JobWriter:
+    """Writes one RQ job and the owners of its reference ids in one MULTI, then waits for
+    the fsync when the durable acknowledgement is on."""
+
+    def __init__(self, redis: Redis, settings: Settings, *, wait_aof: bool) -> None:
+        self.redis = redis
+        self.queue = permits_queue(redis, settings)
+        self.wait_aof = wait_aof
+        self._job_timeout_s = settings.job_timeout_s
+        self._wait_aof_timeout_ms = max(1, int(settings.redis_timeout_s * 1000))
+
+    @classmethod
+    def connect(cls, redis: Redis, settings: Settings) -> JobWriter:
+        """A writer whose durable acknowledgement follows DURABLE_ACK (asks the server)."""
+        return cls(redis, settings, wait_aof=resolve_wait_aof(settings, redis))
+
+    def write(
+        self,
+        function: str,
+        kwargs: dict[str, Any],
+        description: str,
+        owners: Mapping[str, int],
+        *,
+        retry: Retry = JOB_RETRY,
+        timeout_s: int | None = None,
+        at_front: bool = False,
+    ) -> str:
+        """Enqueue ``function(**kwargs)``; return the job id.
+
+        ``owners`` maps each reference id the job carries to its client: an update or
+        delete for an id this client was given is then accepted without the database.
+        """
+        job = self.queue.create_job(
+            function,
+            kwargs=kwargs,
+            # RQ's default description is the call with its arguments: plates would show
+            # in rq-dashboard and logs.
+            description=description,
+            timeout=timeout_s or self._job_timeout_s,
+            result_ttl=JOB_RESULT_TTL_S,
+            failure_ttl=JOB_FAILURE_TTL_S,
+            retry=retry,
+        )
+        with self.redis.pipeline() as pipe:
+            self.queue.enqueue_job(job, pipeline=pipe, at_front=at_front)  # RQ opens the MULTI
+            for reference_id, client_id in owners.items():
+                pipe.set(REFERENCE_KEY_PREFIX + reference_id, client_id, ex=REFERENCE_TTL_S)
+            pipe.execute()
+        if self.wait_aof:
+            self._wait_for_fsync()
+        return str(job.id)
+
+    def _wait_for_fsync(self) -> None:
+        """Block until Redis has fsynced its AOF up to this job (Redis >= 7.2).
+
+        WAITAOF cannot run inside MULTI, hence its own round trip. If the fsync does not
+        happen within the timeout the job is refused (503 for a push): it may still be
+        stored, and the client's resend maps to the same reference id.
+        """
+        command = ("WAITAOF", 1, 0, self._wait_aof_timeout_ms)
+        local, _replicas = self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
+        if int(local) < 1:
+            raise QueueUnavailableError("Redis did not fsync the job in time")
