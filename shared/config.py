@@ -14,6 +14,7 @@ from shared.errors import ConfigError
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///permit-push.sqlite3"
 DURABLE_ACK_MODES = ("off", "waitaof", "auto")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +107,22 @@ class Settings:
             raise ConfigError(f"DATABASE_URL={self.database_url!r} is not a database URL")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"LOG_FORMAT={self.log_format!r} must be json or console")
-        if self.batch_max_permits < 1 or self.batch_window_ms < 0:
-            raise ConfigError("BATCH_MAX_PERMITS must be >= 1 and BATCH_WINDOW_MS >= 0")
-        if self.rate_limit_per_s < 0 or self.rate_limit_burst < 1:
-            raise ConfigError("RATE_LIMIT_PER_S must be >= 0 and RATE_LIMIT_BURST >= 1")
-        if self.lookup_grace_s < 0 or self.read_threads < 1:
-            raise ConfigError("LOOKUP_GRACE_S must be >= 0 and READ_THREADS >= 1")
+        if not self.queue_name:
+            raise ConfigError("QUEUE_NAME must not be empty")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}"
+            )
         if self.durable_ack not in DURABLE_ACK_MODES:
             raise ConfigError(
                 f"DURABLE_ACK={self.durable_ack!r} must be one of {', '.join(DURABLE_ACK_MODES)}"
             )
-        if self.max_queue_depth < 0:
-            raise ConfigError("MAX_QUEUE_DEPTH must be >= 0 (0: no limit)")
-        if self.abandoned_job_s < 3 or self.maintenance_interval_s < 1:
-            raise ConfigError("ABANDONED_JOB_S must be >= 3 and MAINTENANCE_INTERVAL_S >= 1")
+        for name, minimum in _AT_LEAST.items():
+            if getattr(self, name) < minimum:
+                raise ConfigError(f"{name.upper()}={getattr(self, name)!r} must be >= {minimum}")
+        for name in _ABOVE_ZERO:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()}={getattr(self, name)!r} must be > 0")
         try:
             ZoneInfo(self.default_timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -135,3 +138,30 @@ class Settings:
         if self.read_database_url.lower() == "none":
             return None
         return self.read_database_url or self.database_url
+
+
+# The smallest value each numeric setting may take: anything less fails later, far from
+# its cause (an executor of 0 threads, a bucket that never fills, a negative TTL). 0 turns
+# MAX_QUEUE_DEPTH and RATE_LIMIT_PER_S off. A killed worker's batch is found only after
+# ABANDONED_JOB_S, which must outlast a few heartbeats.
+_AT_LEAST: dict[str, float] = {
+    "max_body_bytes": 1,
+    "max_batch_body_bytes": 1,
+    "batch_window_ms": 0,
+    "batch_max_permits": 1,
+    "enqueue_concurrency": 1,
+    "retry_after_s": 1,
+    "token_cache_s": 0,
+    "max_queue_depth": 0,
+    "rate_limit_per_s": 0,
+    "rate_limit_burst": 1,
+    "read_threads": 1,
+    "lookup_grace_s": 0,
+    "zone_cache_s": 0,
+    "job_timeout_s": 1,
+    "abandoned_job_s": 3,
+    "maintenance_interval_s": 1,
+    "db_retry_s": 0,
+}
+# Timeouts and intervals: 0 would mean "never wait" or a busy loop.
+_ABOVE_ZERO = ("redis_timeout_s", "token_publish_s", "stats_publish_s")

@@ -10,6 +10,8 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+import shared.queue
+from shared.config import Settings
 from shared.normalize import normalize_zone
 from shared.schemas import PermitJob
 
@@ -65,8 +67,8 @@ def make_payload(**overrides: Any) -> dict[str, Any]:
 
 
 def permits_queue(redis: Redis) -> Queue:
-    """The receiver's queue, as a worker sees it."""
-    return Queue("permits", connection=redis, serializer=JSONSerializer)
+    """The receiver's queue (default settings), as a worker sees it."""
+    return shared.queue.permits_queue(redis, Settings())
 
 
 def queued_permits(redis: Redis) -> list[dict[str, Any]]:
