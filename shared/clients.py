@@ -1,7 +1,7 @@
 """API clients and their tokens: kept in the database, published to Redis for the receiver.
 
-The receiver never reads the database: it checks tokens against the hash of active
-clients that `publish_tokens` writes to Redis. Workers re-publish it every few seconds, so
+The receiver checks tokens without the database: against the hash of active clients that
+`publish_tokens` writes to Redis. Workers re-publish it every few seconds, so
 after Redis loses its data the tokens come back with no one acting.
 """
 

@@ -1,4 +1,4 @@
-"""The push endpoint against every row of API-CONTRACT.md's attribute and error tables."""
+"""The push endpoint against every row of docs/api.md's attribute and error tables."""
 
 from __future__ import annotations
 
