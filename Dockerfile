@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every permit-push role: `serve`, `worker`, `db upgrade`, `tokens ...`.
-# docker-compose.yml picks the role with `command:`; see docs/operations.md.
+# docker-compose.yml picks the role with `command:`; see docs/running.md.
 #
 # No HEALTHCHECK here: the right probe differs by role (HTTP for `serve`, Redis
 # registration for `worker`, none for the one-shot `db upgrade`), so compose sets it.

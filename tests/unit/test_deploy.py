@@ -39,7 +39,7 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERT_TESTS = DEPLOY / "prometheus" / "alerts.test.yml"
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "permit-push.json"
-OPERATIONS = ROOT / "docs" / "operations.md"
+RUNNING = ROOT / "docs" / "running.md"
 
 # Services that run until stopped; `migrate` is the one-shot.
 LONG_RUNNING = {"redis", "postgres", "ingest", "worker", "rq-dashboard", "prometheus", "grafana"}
@@ -330,7 +330,7 @@ def test_alerts_cover_what_an_operator_needs() -> None:
 
 
 def test_every_alert_says_what_it_means_and_where_to_read_more() -> None:
-    operations = OPERATIONS.read_text(encoding="utf-8")
+    operations = RUNNING.read_text(encoding="utf-8")
     headings = {
         match.group(1).strip().strip("`")
         for match in re.finditer(r"^#{2,4}\s+(.+)$", operations, re.MULTILINE)
@@ -341,8 +341,8 @@ def test_every_alert_says_what_it_means_and_where_to_read_more() -> None:
         annotations = rule["annotations"]
         assert annotations["summary"].strip(), name
         assert len(annotations["description"]) > 80, f"{name}: say what it means and what to do"
-        assert annotations["runbook"] == f"docs/operations.md#{name.lower()}", name
-        assert name in headings, f"docs/operations.md has no section for {name}"
+        assert annotations["runbook"] == f"docs/running.md#{name.lower()}", name
+        assert name in headings, f"docs/running.md has no section for {name}"
 
 
 @needs_promtool
