@@ -122,6 +122,9 @@ def test_kustomization_lists_every_file_of_the_folder_and_only_those() -> None:
     (image,) = loaded["images"]
     assert {c["image"] for _, c in containers()} == {image["name"]}
     assert image["newName"] and image["newTag"]
+    # The README names the Kubernetes version the schemas are checked for.
+    minor = ".".join(KUBERNETES_VERSION.split(".")[:2])
+    assert f"Kubernetes {minor}'s schemas" in (BASE / "README.md").read_text(encoding="utf-8")
 
 
 # --- Schemas --------------------------------------------------------------------------
