@@ -20,14 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from harness.payloads import make_payload
+from harness.services import RedisServer
 from ingest.permit_enqueuer import PermitEnqueuer, PushItem
 from shared.config import Settings
 from shared.queue import JobWriter
 from shared.redis import make_receiver_redis
 from shared.schemas import load_permit
 from shared.tokens import ClientInfo
-from tests.factories import make_payload
-from tests.fault.services import RedisServer
 
 
 def measure(mode: str, binary: str, batches: int, batch_size: int) -> str:

@@ -94,13 +94,6 @@ def process_group() -> Iterator[ProcessGroup]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def free_port() -> int:
-    """A port the kernel says is free now (a later bind can still race; rare on loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_http(port: int, group: ProcessGroup, timeout_s: float = 30.0) -> None:
     """Wait until something answers HTTP on 127.0.0.1:port (any status will do)."""
     deadline = time.monotonic() + timeout_s

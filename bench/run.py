@@ -31,7 +31,6 @@ from bench.procs import (
     LOG_DIR,
     BenchError,
     ProcessGroup,
-    free_port,
     process_group,
     start_profiler,
     stop_profiler,
@@ -40,6 +39,7 @@ from bench.report import print_report
 from bench.results import LoadResult, median_by_rps
 from bench.service import Service, cli_path
 from bench.wrkload import WrkSettings, require_wrk
+from harness.ports import free_port
 
 PHASES = ("http", "drain", "growth")
 

@@ -59,31 +59,22 @@ class Service:
     def create_token(self, name: str) -> str:
         """A new API client's token: the CLI prints it alone on its last line.
 
-        The client's rate limit is lifted (`tokens limit --per-s 0`, where the CLI has it):
-        the bench measures capacity, and one client sends all of it. The limit is still
-        checked on every request, so its cost stays in the figures.
+        The client's rate limit is lifted (`tokens limit --per-s 0`): the bench measures
+        capacity, and one client sends all of it. The limit is still checked on every
+        request, so its cost stays in the figures.
         """
         lines = self.run("tokens", "create", "--name", name).strip().splitlines()
         if not lines:
             raise BenchError("permit-push tokens create printed nothing")
-        if "limit" in self.run("tokens", "--help"):
-            self.run("tokens", "limit", name, "--per-s", "0")
+        self.run("tokens", "limit", name, "--per-s", "0")
         return lines[-1].strip()
-
-    def serve_has_processes(self) -> bool:
-        """Whether this permit-push's `serve` takes --processes (issue 5 adds it)."""
-        return "--processes" in self.run("serve", "--help")
 
     def start_receiver(
         self, group: ProcessGroup, port: int, processes: int
     ) -> list[subprocess.Popen[bytes]]:
-        """`permit-push serve --processes N`, or the same app on N processes via a shim."""
+        """`permit-push serve --processes N`: N receiver processes sharing the port."""
         where = ["--host", "127.0.0.1", "--port", str(port), "--processes", str(processes)]
-        if self.serve_has_processes():
-            argv = [cli_path(), "serve", *where]
-        else:
-            argv = [sys.executable, "-m", "bench.servers.permit_push", *where]
-        return [group.start("permit-push-serve", argv, self.env())]
+        return [group.start("permit-push-serve", [cli_path(), "serve", *where], self.env())]
 
     def start_workers(
         self, group: ProcessGroup, count: int, burst: bool = False

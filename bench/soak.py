@@ -21,18 +21,12 @@ import threading
 import time
 from pathlib import Path
 
+from harness.load import Fleet, wait_for_count
+from harness.ports import free_port, wait_for_port
+from harness.services import PostgresCluster, Proc, RedisServer, missing_tools
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, upgrade_database
-from tests.fault.load import Fleet, wait_for_count
-from tests.fault.services import (
-    PostgresCluster,
-    Proc,
-    RedisServer,
-    free_port,
-    missing_tools,
-    wait_for_port,
-)
 
 
 class Soak:

@@ -1,4 +1,7 @@
-"""Test data: the seed's example body and variations of it."""
+"""Test data: the seed's raw request, jobs as the worker sees them, and the queue.
+
+The seed's body and `make_payload` are in harness/payloads.py (bench/ uses them too).
+"""
 
 from __future__ import annotations
 
@@ -11,23 +14,11 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 import shared.queue
+from harness.payloads import SEED_TOKEN
+from harness.payloads import make_payload as make_payload  # the tests' one import place
 from shared.config import Settings
 from shared.normalize import normalize_zone
 from shared.schemas import PermitJob
-
-SEED_TOKEN = "YOUR-API-TOKEN"
-
-# The body of the seed's raw request, attribute for attribute.
-SEED_BODY: dict[str, str] = {
-    "apiToken": SEED_TOKEN,
-    "Amount": "14.50",
-    "CurrencyID": "CAD",
-    "LicencePlate": "PL8RDR",
-    "zone": "Lot 4",
-    "permitNo": "L4-1138",
-    "startTime": "2018-07-02T09:00:00",
-    "endTime": "2018-07-02T09:30:00",
-}
 
 # The seed's raw request byte for byte (its Host line, headers and body layout).
 SEED_RAW_BODY = (
@@ -58,12 +49,6 @@ def seed_raw_request(
         "\r\n"
     )
     return head.encode() + body
-
-
-def make_payload(**overrides: Any) -> dict[str, Any]:
-    """The seed body with ``overrides``; an override of None removes the attribute."""
-    body: dict[str, Any] = {**SEED_BODY, **overrides}
-    return {name: value for name, value in body.items() if value is not None}
 
 
 def permits_queue(redis: Redis) -> Queue:

@@ -18,9 +18,10 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from harness.load import Count, Fleet, stored_rows, wait_for_count
+from harness.ports import wait_for_port
+from harness.services import wait_until
 from tests.fault.conftest import Stack
-from tests.fault.load import Count, Fleet, stored_rows, wait_for_count
-from tests.fault.services import wait_for_port, wait_until
 
 
 def assert_exact(result: Count, stack: Stack | None = None, fleet: Fleet | None = None) -> None:

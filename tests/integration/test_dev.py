@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.processes import BIN, free_port, wait_for_port
+from harness.ports import free_port, wait_for_port
+from tests.support.processes import BIN
 
 
 @pytest.mark.parametrize("redis", ["redis-server", "embedded"])

@@ -16,10 +16,11 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.ports import free_port, wait_for_port
 from shared.config import Settings
 from shared.models import Permit
 from tests.factories import make_payload, seed_raw_request
-from tests.integration.processes import cli, free_port, rq_info, running, wait_for_port
+from tests.support.processes import cli, rq_info, running
 
 
 @dataclass

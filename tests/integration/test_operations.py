@@ -31,13 +31,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import cli
 import cli.status
+from harness.ports import free_port, wait_for_port
 from ingest.routes import PUSH_PATH
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from tests.factories import make_payload
-from tests.integration.processes import free_port, rq_info, running, wait_for_port
-from tests.unit.test_deploy import PROMTOOL, exposition_problems
-from tests.unit.test_receiver_ops import samples, value
+from tests.support.metrics import PROMTOOL, exposition_problems, samples, value
+from tests.support.processes import rq_info, running
 
 POISON = "SECRET-PLATE-IN-A-POISONED-JOB"
 

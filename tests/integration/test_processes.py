@@ -11,10 +11,11 @@ from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.ports import free_port, wait_for_port
 from shared.config import Settings
 from shared.models import Permit
 from tests.factories import make_payload
-from tests.integration.processes import cli, free_port, rq_info, running, wait_for_port
+from tests.support.processes import cli, rq_info, running
 
 
 def push(port: int, body: dict[str, str]) -> int:

@@ -20,7 +20,7 @@ from shared.models import ApiClient, Permit
 from shared.schemas import PermitJob
 from shared.zones import add_zone
 from tests.factories import make_permit_job, permits_queue
-from tests.integration.processes import cli, running
+from tests.support.processes import cli, running
 from worker.persist import StoreResult, store_permits
 from worker.reconcile import ReconcileResult, reconcile
 from worker.zones import ZoneIndex

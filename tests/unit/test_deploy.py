@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
@@ -28,34 +27,37 @@ import rq
 import yaml
 
 import cli
+from tests.support.metrics import (
+    ALERTS,
+    DASHBOARD,
+    DEPLOY,
+    GRAFANA,
+    HISTOGRAM_SUFFIXES,
+    METRICS,
+    PROMTOOL,
+    ROOT,
+    alert_rules,
+    dashboard_exprs,
+    dashboard_panels,
+    deploy_exprs,
+    exposition_problems,
+    known_metrics,
+    load_yaml,
+    metric_names_used,
+    needs_promtool,
+    promql_selectors,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-DEPLOY = ROOT / "deploy"
-METRICS = DEPLOY / "metrics.yml"
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
-ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERT_TESTS = DEPLOY / "prometheus" / "alerts.test.yml"
-GRAFANA = DEPLOY / "grafana"
-DASHBOARD = GRAFANA / "dashboards" / "permit-push.json"
 RUNNING = ROOT / "docs" / "running.md"
 
 # Services that run until stopped; `migrate` is the one-shot.
 LONG_RUNNING = {"redis", "postgres", "ingest", "worker", "rq-dashboard", "prometheus", "grafana"}
 # The services built from the Dockerfile's `app` stage, i.e. ENTRYPOINT ["permit-push"].
 PERMIT_PUSH_SERVICES = {"migrate", "ingest", "worker"}
-
-PROMTOOL = shutil.which("promtool") or "promtool"
-# A laptop without promtool skips these; CI (CI=true) installs it and must run them.
-needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None and os.environ.get("CI") != "true",
-    reason="promtool not on PATH (apt-get install --no-install-recommends prometheus)",
-)
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -313,10 +315,6 @@ def test_prometheus_scrapes_every_receiver(services: dict[str, Any]) -> None:
     assert "ingest" in services
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
-
-
 def test_alerts_cover_what_an_operator_needs() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert {
@@ -375,80 +373,6 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
 
 # --- Metric names: deploy/metrics.yml is the one list ---------------------------------
 
-_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
-_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_SELECTOR = re.compile(r"(?<![\w.:$])([A-Za-z_:][\w:]*)\s*(\{[^}]*\})?(\s*\()?")
-_MATCHER = re.compile(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)\s*\"")
-_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
-_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def promql_selectors(expr: str) -> list[tuple[str, set[str]]]:
-    """(metric name, label names it is matched on) for each series selector in expr.
-
-    A small scanner, not a parser: enough for the expressions in this repository, and
-    promtool (where installed) checks that each one really is valid PromQL.
-    """
-    # Label matchers keep their names but lose their values (which may hold anything).
-    text = _STRING.sub('""', expr)
-    text = re.sub(r"\[[^\]]*\]", "", text)  # ranges and subqueries: [5m], [$__rate_interval]
-    text = _GROUPING.sub(" ", text)  # by (le, route) names labels, not metrics
-    found = []
-    for match in _SELECTOR.finditer(text):
-        name, matchers, call = match.groups()
-        if call and not matchers:  # a function or an aggregation: rate(, sum(
-            continue
-        if name in _KEYWORDS:
-            continue
-        found.append((name, set(_MATCHER.findall(matchers or ""))))
-    return found
-
-
-def dashboard_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from dashboard_panels(panel.get("panels", []))
-
-
-def dashboard_exprs() -> list[str]:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    exprs = [
-        target["expr"]
-        for panel in dashboard_panels(dashboard["panels"])
-        for target in panel.get("targets", [])
-    ]
-    for variable in dashboard["templating"]["list"]:
-        query = variable.get("query")
-        query = query.get("query", "") if isinstance(query, dict) else query or ""
-        # label_values(METRIC, label): the metric is the selector part.
-        exprs += re.findall(r"label_values\(([^,]+),", query)
-    return exprs
-
-
-def deploy_exprs() -> dict[str, str]:
-    """Every PromQL expression of the alert rules and the dashboard, by where it is."""
-    exprs = {f"alert {rule['alert']}": rule["expr"] for rule in alert_rules()}
-    exprs.update({f"dashboard expr {i}": expr for i, expr in enumerate(dashboard_exprs())})
-    return exprs
-
-
-def known_metrics() -> dict[str, dict[str, Any]]:
-    listed = load_yaml(METRICS)
-    return {**listed["receiver"], **listed["prometheus"]}
-
-
-def metric_names_used() -> set[str]:
-    """The metric names (histograms by their base name) the rules and dashboard use."""
-    used = set()
-    histograms = {n for n, m in known_metrics().items() if m["type"] == "histogram"}
-    for expr in deploy_exprs().values():
-        for name, _ in promql_selectors(expr):
-            base = next(
-                (name.removesuffix(s) for s in _HISTOGRAM_SUFFIXES if name.endswith(s)), name
-            )
-            used.add(base if base in histograms else name)
-    return used
-
 
 def test_promql_scanner_finds_metrics_and_labels() -> None:
     expr = (
@@ -463,7 +387,7 @@ def test_rules_and_dashboard_use_only_listed_metrics_and_labels() -> None:
     target_labels = set(load_yaml(METRICS)["target_labels"])
     for where, expr in deploy_exprs().items():
         for name, labels in promql_selectors(expr):
-            suffix = next((s for s in _HISTOGRAM_SUFFIXES if name.endswith(s)), "")
+            suffix = next((s for s in HISTOGRAM_SUFFIXES if name.endswith(s)), "")
             base = name.removesuffix(suffix) if suffix else name
             if base in metrics and metrics[base]["type"] == "histogram" and suffix:
                 allowed = set(metrics[base]["labels"]) | ({"le"} if suffix == "_bucket" else set())
@@ -486,37 +410,6 @@ def test_the_dashboard_and_rules_show_what_issue_6_asks_for() -> None:
     } <= used
     # Every listed receiver metric is shown or alerted on somewhere.
     assert set(load_yaml(METRICS)["receiver"]) <= used
-
-
-def exposition_problems(text: str) -> list[str]:
-    """What a real /metrics text lacks of deploy/metrics.yml's receiver metrics.
-
-    For the receiver's own /metrics test: every listed metric must have samples, with
-    exactly the listed labels (plus `le` on histogram buckets). prometheus-client shows a
-    labelled metric only once a child exists, so that test must push first (or the
-    receiver must create the children at start).
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    labels_by_sample: dict[str, set[frozenset[str]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels_by_sample.setdefault(sample.name, set()).add(frozenset(sample.labels))
-    problems = []
-    for name, metric in load_yaml(METRICS)["receiver"].items():
-        labels = frozenset(metric["labels"])
-        if metric["type"] == "histogram":
-            wanted = {name + "_bucket": labels | {"le"}, name + "_sum": labels}
-            wanted[name + "_count"] = labels
-        else:
-            wanted = {name: labels}
-        for sample, sample_labels in wanted.items():
-            seen = labels_by_sample.get(sample)
-            if not seen:
-                problems.append(f"{sample}: not exposed")
-            elif seen != {sample_labels}:
-                problems.append(f"{sample}: labels {sorted(map(sorted, seen))}")
-    return problems
 
 
 def test_exposition_check_accepts_what_prometheus_client_writes() -> None:

@@ -18,40 +18,26 @@ from pathlib import Path
 import fakeredis
 from aiohttp.test_utils import TestClient
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.ports import free_port
 from ingest.app import create_app
 from ingest.metrics import ReceiverMetrics, prepare_multiprocess_dir
 from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.config import Settings
 from tests.factories import make_payload, permits_queue, run_worker
-from tests.integration.processes import free_port
-from tests.unit.test_deploy import (
+from tests.support.metrics import (
     METRICS,
     PROMTOOL,
     exposition_problems,
     load_yaml,
     metric_names_used,
     needs_promtool,
+    samples,
+    value,
 )
 from worker.context import init_context
 from worker.stats import publish_database_counts
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Samples:
-    """Every sample of an exposition, by name and labels."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(found: Samples, name: str, /, **labels: str) -> float | None:
-    return found.get((name, frozenset(labels.items())))
 
 
 async def scrape(client: TestClient) -> str:

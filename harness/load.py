@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import create_engine, text
 
-from tests.factories import make_payload
+from harness.payloads import make_payload
 
 PUSH_PATH = "/api/OC-TOMA/v1/permits/push"
 

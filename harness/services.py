@@ -1,8 +1,8 @@
-"""Throw-away Redis and PostgreSQL servers, and permit-push processes, for fault tests.
+"""Throw-away Redis and PostgreSQL servers, and permit-push processes.
 
 Each server is started here, on a free loopback port, in a temporary directory, and always
 stopped (within bounded times) by whoever started it: stopping or killing one harms no one.
-bench/soak.py uses the same helpers.
+Used by the fault tests (tests/fault/), bench/soak.py and bench/durability.py.
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import psycopg
 from redis import Redis
+
+from harness.ports import free_port
 
 BIN = Path(sys.executable).parent
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -41,19 +42,14 @@ def missing_tools() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until(predicate: object, timeout_s: float, what: str, step_s: float = 0.05) -> float:
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float, what: str, step_s: float = 0.05
+) -> float:
     """Poll ``predicate`` until true; return the seconds it took; raise after ``timeout_s``."""
     started = time.monotonic()
     while True:
         with contextlib.suppress(Exception):
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
             raise ServiceError(f"{what}: not within {timeout_s} s")
@@ -182,22 +178,3 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill()
             return self.process.wait()
-
-
-@contextlib.contextmanager
-def processes() -> Iterator[list[Proc]]:
-    """Collects the processes a test starts and stops all of them at the end."""
-    started: list[Proc] = []
-    try:
-        yield started
-    finally:
-        for proc in started:
-            proc.stop(timeout_s=10)
-
-
-def wait_for_port(port: int, timeout_s: float = 20) -> None:
-    def listening() -> bool:
-        with socket.create_connection(("127.0.0.1", port), 0.2):
-            return True
-
-    wait_until(listening, timeout_s, f"port {port} listening")

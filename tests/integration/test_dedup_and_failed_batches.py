@@ -1,4 +1,4 @@
-"""Resends and failures on the real Redis and PostgreSQL."""
+"""Concurrent identical pushes (one id, one row) and `permit-push failed`, on real services."""
 
 from __future__ import annotations
 
