@@ -1,4 +1,4 @@
-"""The push endpoint against every row of docs/api.md's attribute and error tables."""
+"""One push against every row of docs/api.md's attribute and error tables (across requests: test_push_across_requests)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Receiver behaviour beyond the attribute table: batching, resends, tokens, outages."""
+"""Pushes across requests: batching, resends, tokens and outages (one request alone: test_push_contract)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operations with real processes: /metrics against Redis and `rq info`, status, JSON logs.
+"""Monitoring with real processes: /metrics against Redis and `rq info`, status, JSON logs.
 
 One test, one receiver and one worker, to keep process start-ups few: pushes and a
 poisoned job are queued with no worker running (queue depth and lag checked against
@@ -81,7 +81,7 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def test_operations_with_a_real_receiver_and_worker(
+def test_monitoring_with_a_real_receiver_and_worker(
     pg_settings: Settings,
     pg_sessions: sessionmaker[Session],
     real_redis: Redis,
