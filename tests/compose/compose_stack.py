@@ -97,7 +97,7 @@ def engine() -> Iterator[None]:
     if shutil.which("docker") is None:
         missing("the docker CLI is not on PATH (apt-get install docker.io)")
     if run(["docker", "compose", "version"], timeout=20, check=False).returncode != 0:
-        missing("`docker compose` (v2) is not installed; see tests/compose/README.md")
+        missing("`docker compose` (v2) is not installed (tests/compose/install.sh installs it)")
     if engine_answers():
         yield
         return
