@@ -1,11 +1,14 @@
-# syntax=docker/dockerfile:1
 # One image for every permit-push role: `serve`, `worker`, `db upgrade`, `tokens ...`.
 # docker-compose.yml picks the role with `command:`; see docs/running.md.
 #
 # No HEALTHCHECK here: the right probe differs by role (HTTP for `serve`, Redis
 # registration for `worker`, none for the one-shot `db upgrade`), so compose sets it.
 
-FROM python:3.11-slim AS base
+# No `# syntax=` line: it makes BuildKit pull a frontend image, and builds must work
+# offline. PYTHON_IMAGE lets `make test-compose` build on a local stand-in of the same
+# Python (tests/compose/images/python); everywhere else it is the official image.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

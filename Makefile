@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 export TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: help install install-dev run test test-unit test-integration lint format mypy all bench clean
+.PHONY: help install install-dev run test test-unit test-integration test-compose lint format mypy all bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test-unit: install-dev ## Unit tests only (no external services)
 
 test-integration: install-dev ## Integration tests (real Redis and PostgreSQL)
 	$(BIN)/pytest -m integration
+
+test-compose: install-dev ## docker-compose.yml for real: build, load, faults (needs Docker; not in make test)
+	$(BIN)/pytest -v -s tests/compose/compose_stack.py
 
 lint: install-dev ## ruff check and format check
 	$(BIN)/ruff check .

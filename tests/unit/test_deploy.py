@@ -27,6 +27,7 @@ import rq
 import yaml
 
 import cli
+from shared.config import Settings
 from tests.support.metrics import (
     ALERTS,
     DASHBOARD,
@@ -53,6 +54,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 ALERT_TESTS = DEPLOY / "prometheus" / "alerts.test.yml"
 RUNNING = ROOT / "docs" / "running.md"
+COMPOSE_TEST = ROOT / "tests" / "compose"
+COMPOSE_OVERRIDE = COMPOSE_TEST / "docker-compose.test.yml"
 
 # Services that run until stopped; `migrate` is the one-shot.
 LONG_RUNNING = {"redis", "postgres", "ingest", "worker", "rq-dashboard", "prometheus", "grafana"}
@@ -147,6 +150,33 @@ def test_database_users_wait_for_the_migration(services: dict[str, Any]) -> None
         assert depends["redis"]["condition"] == "service_healthy", name
 
 
+def test_every_dependency_waits_for_a_condition(services: dict[str, Any]) -> None:
+    """The short form of depends_on only waits for the container to start."""
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on without conditions"
+        for other, how in depends.items():
+            assert how["condition"] in ("service_healthy", "service_completed_successfully"), (
+                name,
+                other,
+            )
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as 330s, 5m or 1m30s, in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_worker_stop_grace_outlasts_the_longest_batch(services: dict[str, Any]) -> None:
+    """SIGTERM lets a worker finish its batch; SIGKILL after the grace would cut it off."""
+    grace = seconds(services["worker"]["stop_grace_period"])
+    assert grace > Settings().job_timeout_s
+    assert "JOB_TIMEOUT_S" not in services["worker"].get("environment", {})
+
+
 def test_worker_scales(services: dict[str, Any]) -> None:
     """`--scale worker=N` fails on a fixed container name or a published port."""
     worker = services["worker"]
@@ -223,14 +253,113 @@ def test_compose_commands_are_real_permit_push_commands(services: dict[str, Any]
             pytest.fail(f"{where}: `permit-push {shlex.join(args)}`: {exc.format_message()}")
 
 
+# --- tests/compose: the override make test-compose starts the stack with ------------
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """PyYAML plus compose's `!reset` tag (drop the value merged from the base file)."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: {"!reset": True})
+
+
+@pytest.fixture(scope="module")
+def override() -> dict[str, Any]:
+    text = COMPOSE_OVERRIDE.read_text(encoding="utf-8")
+    loaded: dict[str, Any] = yaml.load(text, Loader=ComposeLoader)  # noqa: S506 (SafeLoader's subclass)
+    return loaded["services"]
+
+
+def test_override_runs_every_container_on_the_host_network_from_local_images(
+    services: dict[str, Any], override: dict[str, Any]
+) -> None:
+    assert set(override) == set(services)
+    for name, service in override.items():
+        assert service["network_mode"] == "host", name
+        # Published ports mean nothing on the host network; they are dropped, not kept.
+        if "ports" in services[name]:
+            assert service["ports"] == {"!reset": True}, name
+        if name == "grafana":
+            continue
+        assert service["pull_policy"] == "never", name
+        if "build" in services[name]:
+            assert service["build"]["network"] == "host", name
+            assert service["build"]["args"]["PYTHON_IMAGE"] == "permit-push-test/python:3.11-slim"
+        else:
+            assert service["image"].startswith("permit-push-test/"), name
+    # Grafana (not packaged by Debian) only runs with its profile, which the test leaves off.
+    assert override["grafana"]["profiles"] == ["grafana"]
+    assert "profiles" not in services["grafana"]
+
+
+def test_override_changes_only_addresses_and_ports(
+    compose: dict[str, Any], services: dict[str, Any], override: dict[str, Any]
+) -> None:
+    """What the test runs is docker-compose.yml's Redis and app settings, on 127.0.0.1."""
+    redis_port = "${PP_REDIS_PORT:-16379}"
+    command = argv(override["redis"]["command"])
+    assert command == [
+        *argv(services["redis"]["command"]),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        redis_port,
+    ]
+    base_env = compose["x-permit-push"]["environment"]
+    for name in PERMIT_PUSH_SERVICES:
+        env = override[name]["environment"]
+        assert set(env) <= set(base_env), name
+        assert env["REDIS_URL"] == base_env["REDIS_URL"].replace(
+            "redis:6379", f"127.0.0.1:{redis_port}"
+        )
+        assert env["DATABASE_URL"] == base_env["DATABASE_URL"].replace(
+            "@postgres:5432", "@127.0.0.1:${PP_POSTGRES_PORT:-15432}"
+        )
+    assert (
+        override["rq-dashboard"]["environment"]["RQ_DASHBOARD_REDIS_URL"]
+        == (override["ingest"]["environment"]["REDIS_URL"])
+    )
+    # Each probe asks its own service: this host runs its own Redis on 6379.
+    assert f"-p {redis_port}" in argv(override["redis"]["healthcheck"]["test"])[1]
+    for name, port in (
+        ("ingest", "PP_INGEST_PORT"),
+        ("rq-dashboard", "PP_DASHBOARD_PORT"),
+        ("prometheus", "PP_PROMETHEUS_PORT"),
+    ):
+        probe = argv(override[name]["healthcheck"]["test"])[-1]
+        base_probe = argv(services[name]["healthcheck"]["test"])[-1]
+        assert re.sub(r"127\.0\.0\.1:\$\{" + port + r":-\d+\}", "127.0.0.1:PORT", probe) == (
+            re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", base_probe)
+        ), name
+
+
+def test_make_test_does_not_collect_the_compose_test() -> None:
+    """pytest's default python_files are test_*.py and *_test.py; the Makefile names it."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "python_files" not in pyproject
+    scripts = {path.name for path in COMPOSE_TEST.glob("*.py")}
+    assert "compose_stack.py" in scripts
+    assert not {n for n in scripts if n.startswith("test_") or n.endswith("_test.py")}
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "tests/compose/compose_stack.py" in makefile
+
+
 # --- Dockerfile -----------------------------------------------------------------------
+
+
+def test_dockerfile_builds_offline() -> None:
+    """A `# syntax=` directive makes BuildKit pull its frontend image from a registry."""
+    first_lines = DOCKERFILE.read_text(encoding="utf-8").splitlines()[:5]
+    assert not any(re.match(r"#\s*syntax\s*=", line, re.IGNORECASE) for line in first_lines)
 
 
 def test_dockerfile_installs_the_project_for_a_non_root_user() -> None:
     stages = dockerfile_stages()
     assert list(stages)[-1] == "app", "the default build target must be the app"
     base = stages["base"]
-    assert base[0].split()[1] == "python:3.11-slim"
+    # FROM ${PYTHON_IMAGE}: the official image unless a build arg says otherwise.
+    assert base[0].split()[1] == "${PYTHON_IMAGE}"
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE.read_text(encoding="utf-8")
     assert any(re.match(r"RUN pip install /src\b", line) for line in base)
     for name in ("app", "rq-dashboard"):
         users = [line.split()[1] for line in stages[name] if line.startswith("USER ")]

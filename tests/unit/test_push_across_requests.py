@@ -1,4 +1,4 @@
-"""Pushes across requests: batching, resends, tokens and outages (one request alone: test_push_contract)."""
+"""Pushes across requests: batching, resends, tokens, outages (one request: test_push_contract)."""
 
 from __future__ import annotations
 

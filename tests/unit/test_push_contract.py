@@ -1,4 +1,4 @@
-"""One push against every row of docs/api.md's attribute and error tables (across requests: test_push_across_requests)."""
+"""One push against every row of docs/api.md's attribute and error tables."""
 
 from __future__ import annotations
 
