@@ -39,7 +39,7 @@ from bench.report import print_report
 from bench.results import LoadResult, median_by_rps
 from bench.service import Service, cli_path
 from bench.wrkload import WrkSettings, require_wrk
-from harness.ports import free_port
+from shared.ports import free_port
 
 PHASES = ("http", "drain", "growth")
 

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from harness.load import Fleet, wait_for_count
-from harness.ports import free_port, wait_for_port
 from harness.services import PostgresCluster, Proc, RedisServer, missing_tools
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, upgrade_database
+from shared.ports import free_port, wait_for_port
 
 
 class Soak:

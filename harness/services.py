@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 from redis import Redis
 
-from harness.ports import free_port
+from shared.ports import free_port
 
 BIN = Path(sys.executable).parent
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))

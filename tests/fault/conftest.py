@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from harness.ports import free_port
 from harness.services import PostgresCluster, Proc, RedisServer, missing_tools
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, upgrade_database
 from shared.models import Base
+from shared.ports import free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

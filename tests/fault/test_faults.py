@@ -19,8 +19,8 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from harness.load import Count, Fleet, stored_rows, wait_for_count
-from harness.ports import wait_for_port
 from harness.services import wait_until
+from shared.ports import wait_for_port
 from tests.fault.conftest import Stack
 
 

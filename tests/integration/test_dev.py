@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.ports import free_port, wait_for_port
+from shared.ports import free_port, wait_for_port
 from tests.support.processes import BIN
 
 

@@ -16,9 +16,9 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from harness.ports import free_port, wait_for_port
 from shared.config import Settings
 from shared.models import Permit
+from shared.ports import free_port, wait_for_port
 from tests.factories import make_payload, seed_raw_request
 from tests.support.processes import cli, rq_info, running
 

@@ -31,10 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import cli
 import cli.status
-from harness.ports import free_port, wait_for_port
 from ingest.routes import PUSH_PATH
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
+from shared.ports import free_port, wait_for_port
 from tests.factories import make_payload
 from tests.support.metrics import PROMTOOL, exposition_problems, samples, value
 from tests.support.processes import rq_info, running

@@ -19,15 +19,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import click
 import fakeredis
 import prometheus_client as client
 import pytest
 import rq
 import yaml
 
-import cli
 from shared.config import Settings
+from tests.support.cli_commands import check_command
 from tests.support.metrics import (
     ALERTS,
     DASHBOARD,
@@ -235,22 +234,8 @@ def permit_push_commands(services: dict[str, Any]) -> Iterator[tuple[str, list[s
 
 def test_compose_commands_are_real_permit_push_commands(services: dict[str, Any]) -> None:
     """Resolve each command against the click group, as `permit-push` would parse it."""
-    group = cli.main
-    assert isinstance(group, click.Group)
     for where, args in permit_push_commands(services):
-        command, path, rest = group, ["permit-push"], list(args)
-        while isinstance(command, click.Group):
-            assert rest, f"{where}: `{' '.join(path)}` needs a subcommand"
-            sub = command.get_command(click.Context(command), rest[0])
-            assert sub is not None, f"{where}: `{' '.join(path)}` has no command {rest[0]!r}"
-            path.append(rest.pop(0))
-            command = sub
-        try:
-            # Parses the options and arguments without running the command.
-            with command.make_context(" ".join(path), rest):
-                pass
-        except click.UsageError as exc:
-            pytest.fail(f"{where}: `permit-push {shlex.join(args)}`: {exc.format_message()}")
+        check_command(where, args)
 
 
 # --- tests/compose: the override make test-compose starts the stack with ------------

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import fakeredis
 import pytest
 import rq
 import yaml
 
-import cli
 from ingest.server import SHUTDOWN_TIMEOUT_S
 from shared.config import Settings
+from tests.support.cli_commands import check_command
 
 try:
     import kubernetes_validate
@@ -455,16 +453,5 @@ def test_container_args_are_real_permit_push_commands() -> None:
     """Each container's args, parsed by the click group as the image's entrypoint would."""
     for where, container in containers():
         assert "command" not in container, f"{where}: the entrypoint must stay permit-push"
-        command, path, rest = cli.main, ["permit-push"], list(container["args"])
-        while isinstance(command, click.Group):
-            assert rest, f"{where}: `{' '.join(path)}` needs a subcommand"
-            sub = command.get_command(click.Context(command), rest[0])
-            assert sub is not None, f"{where}: no command {rest[0]!r}"
-            path.append(rest.pop(0))
-            command = sub
-        try:
-            with command.make_context(" ".join(path), rest):
-                pass
-        except click.UsageError as exc:
-            pytest.fail(f"{where}: `permit-push {shlex.join(container['args'])}`: {exc}")
+        check_command(where, container["args"])
     assert {c["args"][0] for _, c in containers()} == {"serve", "worker", "db"}

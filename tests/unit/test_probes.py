@@ -20,11 +20,11 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import generate_latest
 from sqlalchemy.orm import Session, sessionmaker
 
-from harness.ports import free_port
 from ingest.app import create_app
 from ingest.metrics import ReceiverMetrics, prepare_multiprocess_dir
 from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.config import Settings
+from shared.ports import free_port
 from tests.factories import make_payload, permits_queue, run_worker
 from tests.support.metrics import (
     METRICS,

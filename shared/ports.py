@@ -1,4 +1,4 @@
-"""Free loopback ports, and waiting until something listens on one."""
+"""Free loopback ports, and waiting until something listens on one (dev, tests, benchmarks)."""
 
 from __future__ import annotations
 
