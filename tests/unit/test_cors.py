@@ -74,7 +74,8 @@ async def test_preflight_refuses_other_methods_and_headers(
 ) -> None:
     response = await client.options(PUSH_PATH, headers=headers)
     assert response.status == 403
-    assert (await response.json())["status"] == "error"
+    reply = await response.json()
+    assert (reply["status"], reply["ErrorCode"]) == ("error", 9003)
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
@@ -125,6 +126,16 @@ async def test_error_replies_carry_cors_so_the_page_reads_the_json(
     assert replies == [(400, 9006), (401, 9002), (200, None), (429, 9900), (400, 9008)]
     status = await client.get(f"{API_PREFIX}/{SOME_ID}", headers=origin)  # no Bearer
     assert (status.status, status.headers["Access-Control-Allow-Origin"]) == (401, PAGE)
+    not_json = await client.post(
+        PUSH_PATH, data=b"{}", headers={**origin, "Content-Type": "text/plain"}
+    )
+    assert (not_json.status, not_json.headers["Access-Control-Allow-Origin"]) == (415, PAGE)
+    too_big = await client.post(
+        PUSH_PATH,
+        data=b" " * (settings.max_body_bytes + 1),
+        headers={**origin, "Content-Type": "application/json"},
+    )
+    assert (too_big.status, too_big.headers["Access-Control-Allow-Origin"]) == (413, PAGE)
 
 
 async def test_a_503_carries_cors_and_exposes_retry_after(
@@ -148,6 +159,10 @@ async def test_bearer_read_from_a_page(client: TestClient, token: str) -> None:
     )
     assert response.status == 200, await response.text()
     assert response.headers["Access-Control-Allow-Origin"] == PAGE
+    unknown = await client.get(
+        f"{API_PREFIX}/{SOME_ID}", headers={"Origin": PAGE, "Authorization": f"Bearer {token}"}
+    )
+    assert (unknown.status, unknown.headers["Access-Control-Allow-Origin"]) == (404, PAGE)
 
 
 async def test_probes_and_unknown_paths_answer_no_cors(client: TestClient) -> None:
