@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 
 import click
@@ -23,6 +22,7 @@ from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, upgrade_database
 from shared.errors import ClientExistsError
 from shared.logging import configure_logging
+from shared.ports import free_port, wait_for_port
 
 DEV_CLIENT = "dev"
 
@@ -57,15 +57,17 @@ def dev(settings: Settings, port: int) -> None:
             "DATABASE_URL": settings.database_url,
             "LOG_FORMAT": "console",
         }
-        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env)
+        # Its own process group, like Redis's: Ctrl-C reaches only this process, which
+        # then stops the receiver, the worker and Redis in that order (the reverse of
+        # their start), so none of them outlives what it talks to.
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env, process_group=0)
         try:
             click.echo(_banner(token, port, settings), err=True)
             from ingest.server import serve
 
-            serve(settings, host="127.0.0.1", port=port)
+            serve(settings, host="127.0.0.1", port=port)  # until SIGINT/SIGTERM
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            _stop(worker, timeout_s=30)
 
 
 @contextlib.contextmanager
@@ -74,7 +76,7 @@ def _redis_for_dev(settings: Settings) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield settings.redis_url
         return
-    port = _free_port()
+    port = free_port()
     click.echo(
         "NOTE: REDIS_URL is not set; using a private in-memory Redis on port "
         f"{port}. Queued permits are NOT durable: they are lost if this command stops "
@@ -100,13 +102,18 @@ def _redis_for_dev(settings: Settings) -> Iterator[str]:
                     "--loglevel",
                     "warning",
                 ],
+                process_group=0,  # not stopped by Ctrl-C before the worker: see dev()
             )
             try:
-                _wait_for_port(port)
+                try:
+                    wait_for_port(port, timeout_s=10)
+                except TimeoutError:
+                    raise click.ClickException(
+                        f"the private redis-server did not start on port {port}"
+                    ) from None
                 yield f"redis://127.0.0.1:{port}/0"
             finally:
-                process.terminate()
-                process.wait(timeout=10)
+                _stop(process, timeout_s=10)
         return
     try:
         from fakeredis import TcpFakeServer
@@ -128,20 +135,14 @@ def _redis_for_dev(settings: Settings) -> Iterator[str]:
         fake.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise click.ClickException(f"the private redis-server did not start on port {port}")
+def _stop(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, then wait for the exit; SIGKILL after ``timeout_s`` or a second Ctrl-C."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        process.kill()
+        process.wait()
 
 
 def _banner(token: str, port: int, settings: Settings) -> str:
@@ -150,12 +151,28 @@ def _banner(token: str, port: int, settings: Settings) -> str:
         '"LicencePlate": "PL8RDR", "zone": "Lot 4", "permitNo": "L4-1138", '
         '"startTime": "2018-07-02T09:00:00", "endTime": "2018-07-02T09:30:00"}'
     )
+    database_url = _absolute_sqlite(settings.database_url)
+    exports = (
+        f"REDIS_URL={shlex.quote(settings.redis_url)} DATABASE_URL={shlex.quote(database_url)}"
+    )
     return (
         f"\npermit-push dev: receiver on http://127.0.0.1:{port}, worker storing to "
-        f"{settings.database_url}\n"
+        f"{database_url}\n"
         f"dev API token: {token}\n"
         "try it:\n"
         f"  curl -s -X POST http://127.0.0.1:{port}/api/OC-TOMA/v1/permits/push \\\n"
         "    -H 'Content-Type: application/json' -H 'Accept: application/json' \\\n"
         f"    -d '{body}'\n"
+        "in another terminal, so that permit-push status, tokens, zones and failed reach "
+        "this Redis and database:\n"
+        f"  export {exports}\n"
     )
+
+
+def _absolute_sqlite(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute, so it works from any directory."""
+    prefix = "sqlite:///"
+    path = url.removeprefix(prefix)
+    if not url.startswith(prefix) or path.startswith("/") or path in ("", ":memory:"):
+        return url
+    return prefix + os.path.abspath(path)

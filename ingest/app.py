@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis import Redis
 
+from ingest.cors import setup_cors
 from ingest.metrics import ReceiverMetrics
 from ingest.microbatch import MicroBatcher
 from ingest.middlewares import error_middleware, metrics_middleware, request_id_middleware
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app[METRICS] = ReceiverMetrics(settings, app[REDIS])
     app.cleanup_ctx.append(_start_and_stop)
     setup_routes(app)
+    setup_cors(app, settings)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Self
@@ -15,6 +16,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///permit-push.sqlite3"
 DURABLE_ACK_MODES = ("off", "waitaof", "auto")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# What a browser sends in its Origin header: scheme://host[:port].
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,11 @@ class Settings:
     read_threads: int = 4
     # Enforcement lookup: a permit still counts this many seconds after its end time.
     lookup_grace_s: int = 0
+    # Browser pages allowed to call the API (CORS): "*" (any origin) or a comma-separated
+    # list of origins such as "https://kiosk.example.net". Any origin is safe by default:
+    # the token travels in the body or the Authorization header, never in a cookie, and
+    # credentials are never allowed.
+    cors_allow_origins: str = "*"
     # Worker.
     token_publish_s: float = 30.0
     stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
@@ -123,10 +131,31 @@ class Settings:
         for name in _ABOVE_ZERO:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)!r} must be > 0")
+        for origin in self.cors_origins:
+            # A browser sends its origin as scheme://host[:port], nothing more: a path, a
+            # trailing slash or a pattern would silently never match.
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"CORS_ALLOW_ORIGINS={self.cors_allow_origins!r}: {origin!r} is not * "
+                    "or an origin like https://kiosk.example.net"
+                )
+        if "*" in self.cors_origins and len(self.cors_origins) > 1:
+            raise ConfigError(
+                f"CORS_ALLOW_ORIGINS={self.cors_allow_origins!r}: * already allows any origin"
+            )
         try:
             ZoneInfo(self.default_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"DEFAULT_TIMEZONE={self.default_timezone!r} is unknown") from None
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """CORS_ALLOW_ORIGINS as a tuple: ("*",) or the listed origins, in lower case.
+
+        Browsers send the scheme and host in lower case, and origins are compared as
+        strings, so ``https://Kiosk.example.net`` is kept as ``https://kiosk.example.net``.
+        """
+        return tuple(origin.strip().lower() for origin in self.cors_allow_origins.split(","))
 
     @property
     def timezone(self) -> ZoneInfo:

@@ -48,9 +48,33 @@ def configure_logging(settings: Settings) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    if settings.log_format == "console":
+        handler.addFilter(drop_console_chatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+
+
+# INFO lines a person at a console does not need, as (logger, start of the unformatted
+# message): RQ's registry clean-up every MAINTENANCE_INTERVAL_S and Alembic's set-up on
+# every start. JSON logs keep them; warnings, errors and job results always pass.
+CONSOLE_CHATTER = (
+    ("rq.worker", "Worker %s: cleaning registries"),
+    ("alembic.runtime.plugins", "setup plugin"),
+    ("alembic.runtime.migration", "Context impl"),
+    ("alembic.runtime.migration", "Will assume"),
+)
+_CHATTY_LOGGERS = frozenset(name for name, _ in CONSOLE_CHATTER)
+
+
+def drop_console_chatter(record: logging.LogRecord) -> bool:
+    """A handler filter: False for the INFO (and DEBUG) lines of ``CONSOLE_CHATTER``."""
+    if record.levelno > logging.INFO or record.name not in _CHATTY_LOGGERS:
+        return True
+    message = record.msg if isinstance(record.msg, str) else ""
+    return not any(
+        record.name == name and message.startswith(start) for name, start in CONSOLE_CHATTER
+    )
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")

@@ -55,3 +55,40 @@ def test_database_errors_do_not_carry_the_permits(settings: Settings) -> None:
         connection.execute(insert(Permit), [row])  # NOT NULL columns missing
     assert "SECRET-PLATE" not in str(raised.value)
     engine.dispose()
+
+
+CHATTER = textwrap.dedent(
+    """
+    import logging, sys
+    from shared.config import Settings
+    from shared.logging import configure_logging
+    configure_logging(Settings(log_format=sys.argv[1]))
+    rq = logging.getLogger("rq.worker")
+    rq.info("Worker %s: cleaning registries for queue: %s", "w1", "permits")
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin %s", "alembic.x")
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.info("Context impl %s.", "SQLiteImpl")
+    migration.info("Will assume %s DDL.", "non-transactional")
+    migration.info("Running upgrade %s -> %s", "0001", "0002")
+    rq.info("Worker %s: %s: %s (%s)", "w1", "permits", "Job OK", "j1")
+    rq.error("Worker %s: could not connect to Redis instance", "w1")
+    """
+)
+
+
+def test_console_drops_maintenance_and_setup_chatter_but_keeps_jobs_and_errors() -> None:
+    def lines(log_format: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", CHATTER, log_format],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stderr
+
+    console = lines("console")
+    for chatter in ("cleaning registries", "setup plugin", "Context impl", "Will assume"):
+        assert chatter not in console, console
+    for kept in ("Running upgrade 0001 -> 0002", "Job OK", "could not connect to Redis"):
+        assert kept in console, console
+    assert "cleaning registries" in lines("json")  # operators' logs keep everything
