@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.models import Permit
-from tests.integration.processes import cli, free_port, running, wait_for_port
+from shared.ports import free_port, wait_for_port
+from tests.support.processes import cli, running
 
 # The flags a headless run in a container needs; nothing is fetched from outside.
 CHROMIUM_FLAGS = (
