@@ -295,11 +295,25 @@ def _resolve_aliases(
         first = present[0]
         canonical[name] = body[first]
         sent_as[name] = first
-        if any(body[alias] != body[first] for alias in present[1:]):
+        if any(not _same(body[alias], body[first]) for alias in present[1:]):
             errors[first] = [
                 Problem(f"Sent as {' and '.join(present)} with different values.", INVALID)
             ]
     return canonical, sent_as, errors
+
+
+def _same(one: Any, other: Any) -> bool:
+    """Whether two names of one attribute carry the same value, without recursing.
+
+    Only strings (and JSON's other scalars) compare by value: two arrays or objects never
+    count as the same, so nested values are not walked (1000-deep arrays would raise
+    RecursionError). Such a value is refused by the field anyway: it is not a string.
+    """
+    if type(one) is not type(other):
+        return False
+    if isinstance(one, str | int | float | bool) or one is None:
+        return bool(one == other)
+    return False
 
 
 class PermitJob(TypedDict):
