@@ -47,7 +47,7 @@ def insert_ignoring_duplicates(
 ) -> Insert:
     """INSERT that skips rows whose ``keys`` are already stored (PostgreSQL, SQLite).
 
-    On other databases a duplicate fails; callers retry row by row.
+    On other databases a duplicate fails; callers split the batch down to the failing rows.
     """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from aiohttp.test_utils import TestClient
 from redis import Redis
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.app import create_app
 from ingest.routes import BATCH_PATH, PUSH_PATH, UPDATE_PATH
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
-from tests.factories import make_payload
+from shared.models import DeadLetter, Permit
+from tests.factories import make_payload, make_permit_job, run_worker
+from worker.context import init_context
+from worker.persist import store_permits
+from worker.zones import ZoneIndex
 
 DEEP = 1000
+
+
+@pytest.fixture
+def worker_context(pg_settings: Settings) -> Iterator[None]:
+    context = init_context(pg_settings)
+    yield
+    context.engine.dispose()
 
 
 def deep_array(depth: int = DEEP) -> str:
@@ -59,8 +73,67 @@ async def test_two_aliases_holding_deep_arrays_get_400_not_500(
 
 def orjson_object(body: dict[str, Any], **raw: str) -> str:
     """``body`` as JSON text with ``raw`` members written as given (not encoded)."""
-    import json
-
     members = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in body.items()]
     members += [f"{json.dumps(k)}: {v}" for k, v in raw.items()]
     return "{" + ", ".join(members) + "}"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "code"),
+    [
+        ("LicencePlate", "PL8\x00RDR", 9033),
+        ("zone", "Lot\x00 4", 9033),
+        ("permitNo", "L4\x001138", 9033),
+        ("zone", "\ud800", 9003),  # a lone surrogate: the JSON parser refuses the body
+        ("zone", "ß" * 200, 9030),  # 400 characters once case-folded
+        ("LicencePlate", "\u0390" * 25, 9030),  # 75 characters once upper-cased
+    ],
+)
+async def test_what_postgresql_would_refuse_gets_400_and_no_dead_letter(
+    aiohttp_client: Callable[..., Any],
+    pg_settings: Settings,
+    pg_sessions: sessionmaker[Session],
+    real_redis: Redis,
+    worker_context: None,
+    attribute: str,
+    value: str,
+    code: int,
+) -> None:
+    client, token = await make_client(aiohttp_client, pg_settings, pg_sessions, real_redis)
+    text = orjson_object(
+        make_payload(apiToken=token, **{attribute: None}), **{attribute: json.dumps(value)}
+    )
+    headers = {"Content-Type": "application/json"}
+    reply = await client.post(PUSH_PATH, data=text, headers=headers)
+    good = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="ok"))
+    assert good.status == 200
+    run_worker(real_redis)
+    with pg_sessions() as session:
+        assert session.scalar(select(func.count()).select_from(DeadLetter)) == 0
+        stored = session.scalars(select(Permit)).all()
+    assert [p.permit_no for p in stored] == ["ok"]
+    assert (reply.status, (await reply.json())["ErrorCode"]) == (400, code)
+
+
+def test_one_bad_row_costs_its_batch_a_few_transactions_not_one_per_row(
+    pg_engine: Engine, pg_sessions: sessionmaker[Session]
+) -> None:
+    with pg_sessions.begin() as session:
+        create_client(session, "meters")
+    client_id = 1
+    permits = [make_permit_job(client_id, permit_no=str(i)) for i in range(200)]
+    permits[137] = make_permit_job(client_id, permit_no="L4\x001138")  # PostgreSQL refuses NUL
+    transactions: list[object] = []
+    count = transactions.append
+    event.listen(pg_engine, "begin", count)
+    try:
+        with pg_sessions() as session:
+            result = store_permits(session, permits, ZoneIndex(pg_sessions, ttl_s=60))
+    finally:
+        event.remove(pg_engine, "begin", count)
+    assert (result.stored, result.dead_lettered) == (199, 1)
+    with pg_sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Permit)) == 199
+        assert session.scalar(select(DeadLetter.reference_id)) == permits[137]["reference_id"]
+    # Bisecting: about 2 log2(200) + 2 transactions; the row-by-row retry took 202.
+    assert len(transactions) <= 20, len(transactions)
