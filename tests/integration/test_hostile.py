@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.app import create_app
 from ingest.routes import BATCH_PATH, PUSH_PATH, UPDATE_PATH
-from shared.clients import create_client, publish_tokens
+from shared.clients import create_client, publish_tokens, set_rate_limit
 from shared.config import Settings
 from shared.models import DeadLetter, Permit
-from tests.factories import make_payload, make_permit_job, run_worker
+from tests.factories import make_payload, make_permit_job, queued_permits, run_worker
 from worker.context import init_context
 from worker.persist import store_permits
 from worker.zones import ZoneIndex
@@ -137,3 +137,29 @@ def test_one_bad_row_costs_its_batch_a_few_transactions_not_one_per_row(
         assert session.scalar(select(DeadLetter.reference_id)) == permits[137]["reference_id"]
     # Bisecting: about 2 log2(200) + 2 transactions; the row-by-row retry took 202.
     assert len(transactions) <= 20, len(transactions)
+
+
+async def test_a_batch_costs_one_token_per_permit(
+    aiohttp_client: Callable[..., Any],
+    pg_settings: Settings,
+    pg_sessions: sessionmaker[Session],
+    real_redis: Redis,
+) -> None:
+    with pg_sessions.begin() as session:
+        token = create_client(session, "meters")
+        session.flush()
+        set_rate_limit(session, "meters", 1, 5)  # tokens limit meters --per-s 1 --burst 5
+        publish_tokens(session, real_redis)
+    client: TestClient = await aiohttp_client(create_app(pg_settings, redis=real_redis))
+
+    def batch(size: int) -> list[dict[str, str]]:
+        return [make_payload(apiToken=token, permitNo=str(uuid4())) for _ in range(size)]
+
+    too_big = await client.post(BATCH_PATH, json=batch(100))
+    assert too_big.status == 429, await too_big.text()
+    assert int(too_big.headers["Retry-After"]) >= 1
+    assert (await too_big.json())["ErrorCode"] == 9900
+    assert (await client.post(BATCH_PATH, json=batch(5))).status == 200  # the whole bucket
+    again = await client.post(BATCH_PATH, json=batch(3))
+    assert again.status == 429
+    assert len(queued_permits(real_redis)) == 5
