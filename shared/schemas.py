@@ -52,6 +52,17 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 MIN_YEAR, MAX_YEAR = 2, 9998
 
 
+def sent_token(body: Any) -> str | None:
+    """The ``apiToken`` of a body, read without validating the rest; None unless well formed.
+
+    The batch push checks tokens with it before any validation (ingest/push.py).
+    """
+    token = body.get("apiToken") if isinstance(body, Mapping) else None
+    if isinstance(token, str) and _TOKEN.fullmatch(token.strip()):
+        return token.strip()
+    return None
+
+
 def in_supported_range(moment: datetime) -> bool:
     return MIN_YEAR <= moment.year <= MAX_YEAR
 

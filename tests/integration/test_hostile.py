@@ -17,7 +17,9 @@ from ingest.app import create_app
 from ingest.routes import BATCH_PATH, PUSH_PATH, UPDATE_PATH
 from shared.clients import create_client, publish_tokens, set_rate_limit
 from shared.config import Settings
+from shared.constants import BATCH_PUSH_MAX
 from shared.models import DeadLetter, Permit
+from shared.schemas import load_permit
 from tests.factories import make_payload, make_permit_job, queued_permits, run_worker
 from worker.context import init_context
 from worker.persist import store_permits
@@ -163,3 +165,49 @@ async def test_a_batch_costs_one_token_per_permit(
     again = await client.post(BATCH_PATH, json=batch(3))
     assert again.status == 429
     assert len(queued_permits(real_redis)) == 5
+
+
+async def test_a_batch_checks_tokens_before_validating_anything(
+    aiohttp_client: Callable[..., Any],
+    pg_settings: Settings,
+    pg_sessions: sessionmaker[Session],
+    real_redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, token = await make_client(aiohttp_client, pg_settings, pg_sessions, real_redis)
+    validated: list[object] = []
+
+    def counting_load(body: Any) -> Any:
+        validated.append(body)
+        return load_permit(body)
+
+    monkeypatch.setattr("ingest.push.load_permit", counting_load)
+    strangers = [make_payload(apiToken=f"unknown-{i}") for i in range(BATCH_PUSH_MAX)]
+    refused = await client.post(BATCH_PATH, json=strangers)
+    assert (refused.status, (await refused.json())["ErrorCode"]) == (401, 9002)
+    assert validated == []
+    mixed = [make_payload(apiToken=token), *strangers[1:]]
+    reply = await (await client.post(BATCH_PATH, json=mixed)).json()
+    assert (reply["accepted"], reply["rejected"]) == (1, BATCH_PUSH_MAX - 1)
+    assert {r["ErrorCode"] for r in reply["results"][1:]} == {9002}
+    assert len(validated) == 1
+
+
+async def test_repeated_unknown_tokens_from_one_address_get_429_without_redis_writes(
+    aiohttp_client: Callable[..., Any],
+    pg_settings: Settings,
+    pg_sessions: sessionmaker[Session],
+    real_redis: Redis,
+) -> None:
+    client, token = await make_client(aiohttp_client, pg_settings, pg_sessions, real_redis)
+    keys = real_redis.dbsize()
+    statuses = []
+    for i in range(25):
+        reply = await client.post(PUSH_PATH, json=make_payload(apiToken=f"guess-{i}"))
+        statuses.append(reply.status)
+    assert statuses == [401] * 20 + [429] * 5
+    assert 1 <= int(reply.headers["Retry-After"]) <= 10
+    assert real_redis.dbsize() == keys  # counted in the process, not in Redis
+    assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
+    batch = await client.post(BATCH_PATH, json=[make_payload(apiToken="guess-x")])
+    assert batch.status == 429
