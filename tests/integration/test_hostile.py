@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
@@ -10,15 +11,16 @@ from uuid import uuid4
 import pytest
 from aiohttp.test_utils import TestClient
 from redis import Redis
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.app import create_app
-from ingest.routes import BATCH_PATH, PUSH_PATH, UPDATE_PATH
+from ingest.routes import ACTIVE_PATH, BATCH_PATH, PUSH_PATH, UPDATE_PATH
 from shared.clients import create_client, publish_tokens, set_rate_limit
 from shared.config import Settings
 from shared.constants import BATCH_PUSH_MAX
-from shared.models import DeadLetter, Permit
+from shared.db import alembic_config, upgrade_database
+from shared.models import DeadLetter, Permit, Zone
 from shared.schemas import load_permit
 from tests.factories import make_payload, make_permit_job, queued_permits, run_worker
 from worker.context import init_context
@@ -211,3 +213,102 @@ async def test_repeated_unknown_tokens_from_one_address_get_429_without_redis_wr
     assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
     batch = await client.post(BATCH_PATH, json=[make_payload(apiToken="guess-x")])
     assert batch.status == 429
+
+
+@pytest.mark.parametrize(
+    "plate",
+    ["PL8\u200bRDR", "\uff30\uff2c\uff18\uff32\uff24\uff32", "PL8\u2013RDR", "pl8\u00a0rdr"],
+    ids=["zero-width-space", "full-width", "en-dash", "no-break-space"],
+)
+async def test_look_alike_plates_match_the_lookup_and_the_resend(
+    aiohttp_client: Callable[..., Any],
+    pg_settings: Settings,
+    pg_sessions: sessionmaker[Session],
+    real_redis: Redis,
+    worker_context: None,
+    plate: str,
+) -> None:
+    client, token = await make_client(aiohttp_client, pg_settings, pg_sessions, real_redis)
+    first = await (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).json()
+    resend = await client.post(PUSH_PATH, json=make_payload(apiToken=token, LicencePlate=plate))
+    assert (await resend.json())["reference_id"] == first["reference_id"]  # de-duplicated
+    other = await client.post(
+        PUSH_PATH, json=make_payload(apiToken=token, LicencePlate=plate, permitNo="2")
+    )
+    run_worker(real_redis)
+    found = await client.get(
+        ACTIVE_PATH,
+        params={"plate": "PL8RDR", "at": "2018-07-02T09:10:00"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    references = {p["reference_id"] for p in (await found.json())["permits"]}
+    assert references == {first["reference_id"], (await other.json())["reference_id"]}
+    with pg_sessions() as session:
+        assert session.scalar(select(Permit.plate).where(Permit.permit_no == "2")) == plate
+
+
+def old_plate(plate: str) -> str:
+    """The plate's normal form before revision 0004."""
+    return re.sub(r"[\s-]+", "", plate).upper()
+
+
+def old_zone(name: str) -> str:
+    return re.sub(r"\s+", " ", name.strip()).casefold()
+
+
+def test_migration_0004_renormalizes_rows_stored_under_the_old_forms(
+    pg_engine: Engine, pg_sessions: sessionmaker[Session]
+) -> None:
+    from alembic import command
+
+    with pg_engine.connect() as connection:
+        command.downgrade(alembic_config(connection), "0003")
+        connection.commit()
+    plates = ["PL8\u200bRDR", "\uff30\uff2c\uff18\uff32\uff24\uff32", "pl8\u2013rdr", "PL8RDR"]
+    rows = 2500  # three keyset chunks of 1000
+    try:
+        with pg_engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO api_clients (id, name, permit_type, active, token_sha256,"
+                    " created_at) VALUES (1, 'm', 'Standard', true, 'x', now())"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO zones (name, name_normalized, created_at)"
+                    " VALUES (:name, :normal, now())"
+                ),
+                {"name": "Lot\u200b 4", "normal": old_zone("Lot\u200b 4")},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO permits (reference_id, client_id, permit_type, plate,"
+                    " plate_normalized, zone_name, zone_normalized, start_raw, end_raw,"
+                    " starts_at, ends_at, received_at, stored_at) VALUES (:ref, 1, 'Standard',"
+                    " :plate, :normal, :zone, :zone_normal, 'a', 'b', now(), now(), now(), now())"
+                ),
+                [
+                    {
+                        "ref": str(uuid4()),
+                        "plate": plates[i % 4],
+                        "normal": old_plate(plates[i % 4]),
+                        "zone": "\uff2c\uff4f\uff54 4",  # full-width "Lot"
+                        "zone_normal": old_zone("\uff2c\uff4f\uff54 4"),
+                    }
+                    for i in range(rows)
+                ],
+            )
+        with pg_sessions() as session:  # the old forms really differ
+            assert session.scalar(select(func.count(func.distinct(Permit.plate_normalized)))) == 4
+    finally:
+        upgrade_database(pg_engine)
+    with pg_sessions() as session:
+        forms = session.execute(
+            select(Permit.plate_normalized, Permit.zone_normalized, func.count()).group_by(
+                Permit.plate_normalized, Permit.zone_normalized
+            )
+        ).all()
+        assert forms == [("PL8RDR", "lot 4", rows)]
+        assert set(session.scalars(select(Permit.plate))) == set(plates)  # kept as sent
+        assert session.scalar(select(Zone.name_normalized)) == "lot 4"
