@@ -7,14 +7,20 @@ surrogates ("\\ud800"), 1000-deep arrays, megabyte strings.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
+from redis import Redis
+from yarl import URL
 
+from ingest.app import create_app
 from ingest.routes import ACTIVE_PATH, API_PREFIX, BATCH_PATH, DELETE_PATH, PUSH_PATH, UPDATE_PATH
+from shared.config import Settings
 from shared.schemas import ALIASES
 from tests.factories import SEED_BODY
 
@@ -153,3 +159,33 @@ def hostile_request(draw: st.DrawFn, token: str) -> HostileRequest:
         text = draw(one)
         path = {"push": PUSH_PATH, "update": UPDATE_PATH, "delete": DELETE_PATH}[kind]
     return HostileRequest("POST", path, headers=headers, body=text.encode())
+
+
+class Sender:
+    """A receiver in its own event loop, so hypothesis can drive it from a plain test."""
+
+    def __init__(self, settings: Settings, redis: Redis, token: str) -> None:
+        self.token = token
+        self.loop = asyncio.new_event_loop()
+        self.client = self.loop.run_until_complete(self._start(settings, redis))
+
+    @staticmethod
+    async def _start(settings: Settings, redis: Redis) -> TestClient:
+        client = TestClient(TestServer(create_app(settings, redis=redis)))
+        await client.start_server()
+        return client
+
+    def status(self, request: HostileRequest) -> int:
+        return self.loop.run_until_complete(self._send(request))
+
+    async def _send(self, request: HostileRequest) -> int:
+        url = URL(str(self.client.make_url(request.path)) + f"?{request.query}", encoded=True)
+        async with self.client.session.request(
+            request.method, url, headers=request.headers, data=request.body
+        ) as reply:
+            await reply.read()
+            return reply.status
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
