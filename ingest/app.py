@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis import Redis
 
+from ingest.auth import AuthFailures
 from ingest.cors import setup_cors
 from ingest.metrics import ReceiverMetrics
 from ingest.microbatch import MicroBatcher
@@ -18,6 +19,7 @@ from ingest.ratelimit import RateLimiter
 from ingest.read_store import NoDatabase, ReadStore
 from ingest.routes import setup_routes
 from ingest.state import (
+    AUTH_FAILURES,
     ENQUEUE,
     LIMITER,
     METRICS,
@@ -55,6 +57,7 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     """Open what the handlers use once the loop runs; at shutdown, flush and close it."""
     settings, redis = app[SETTINGS], app[REDIS]
     app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
+    app[AUTH_FAILURES] = AuthFailures()
     writer = await asyncio.to_thread(JobWriter.connect, redis, settings)
     enqueuer = PermitEnqueuer(writer, settings)
     app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)

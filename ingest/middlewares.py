@@ -77,7 +77,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             404, codes.RECORD_NOT_FOUND, errors={"referenceID": ["No permit of yours has it."]}
         )
     except RateLimitedError as exc:
-        return error_response(429, codes.RATE_LIMITED, retry_after_s=exc.retry_after_s)
+        message = None
+        if exc.most is not None:
+            message = f"A batch may hold at most {exc.most} permits of this client (its burst)."
+        return error_response(
+            429, codes.RATE_LIMITED, message=message, retry_after_s=exc.retry_after_s
+        )
     except (
         QueueUnavailableError,
         TokensNotLoadedError,

@@ -75,21 +75,26 @@ class RateLimiter:
 
     def _take(self, checks: list[RateCheck]) -> list[Exception | None]:
         """One pipeline of bucket scripts: one Redis round trip for the whole window."""
+        outcomes: list[Exception | None] = [None] * len(checks)
+        asked: list[int] = []
         with self._redis.pipeline(transaction=False) as pipe:
-            for check in checks:
+            for position, check in enumerate(checks):
                 rate, burst = self.limits(check.client)
-                # A request dearer than the whole bucket could never pass: it needs a full one.
-                cost = min(check.cost, burst)
+                if check.cost > burst:
+                    # Dearer than the whole bucket (a batch of more permits than the burst):
+                    # it could never pass, and costs Redis nothing. Retry-After: a full bucket.
+                    outcomes[position] = RateLimitedError(
+                        max(1, math.ceil(burst / rate)), most=burst
+                    )
+                    continue
                 pipe.eval(
-                    BUCKET_SCRIPT, 1, f"{RATE_KEY_PREFIX}{check.client.id}", rate, burst, cost
+                    BUCKET_SCRIPT, 1, f"{RATE_KEY_PREFIX}{check.client.id}", rate, burst, check.cost
                 )
-            replies = pipe.execute()
-        outcomes: list[Exception | None] = []
-        for allowed, wait in replies:
-            if allowed:
-                outcomes.append(None)
-            else:
-                outcomes.append(RateLimitedError(max(1, math.ceil(float(wait)))))
+                asked.append(position)
+            replies = pipe.execute() if asked else []
+        for position, (allowed, wait) in zip(asked, replies, strict=True):
+            if not allowed:
+                outcomes[position] = RateLimitedError(max(1, math.ceil(float(wait))))
         return outcomes
 
     async def close(self) -> None:

@@ -101,7 +101,14 @@ def run_app(
 
     async def serve() -> None:
         runner = JsonErrorAppRunner(
-            app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_timeout
+            app,
+            handle_signals=True,
+            access_log=None,
+            shutdown_timeout=shutdown_timeout,
+            # No lingering close: after a reply to a body it did not read to the end (a 413),
+            # aiohttp would read and inflate up to 10 s more of it (a gzip bomb's 4 GiB);
+            # the connection is closed instead.
+            lingering_time=0,
         )
         await runner.setup()
         try:

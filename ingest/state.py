@@ -1,6 +1,7 @@
 """Typed application state: the aiohttp AppKeys of what create_app wires."""
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from redis import Redis
@@ -23,3 +24,5 @@ OPERATION_BATCHER = web.AppKey("operation_batcher", MicroBatcher)  # updates, de
 LIMITER = web.AppKey("limiter", RateLimiter)
 READ_STORE = web.AppKey("read_store", ReadStore)
 METRICS = web.AppKey("metrics", ReceiverMetrics)
+# ingest.auth.AuthFailures (typed loosely: ingest.auth imports this module).
+AUTH_FAILURES: web.AppKey[Any] = web.AppKey("auth_failures")

@@ -39,3 +39,8 @@ ZONE_CATALOG_LOCK_KEY = 0x7A6F6E6573  # "zones"
 RECONCILE_BATCH_ROWS = 5000
 # A reconcile of millions of rows takes minutes; a batch job's timeout would kill it.
 RECONCILE_JOB_TIMEOUT_S = 60 * 60
+
+# Column sizes the receiver checks before its 200, so a stored permit always fits
+# (shared/models.py uses the same numbers; PostgreSQL counts characters, as len() does).
+PLATE_COLUMN = 64  # permits.plate and permits.plate_normalized
+ZONE_COLUMN = 200  # permits.zone_name / zone_normalized, zones and aliases

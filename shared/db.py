@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Insert, create_engine, event, insert, make_url
+from sqlalchemy import Connection, Engine, Insert, create_engine, event, insert, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -47,7 +47,7 @@ def insert_ignoring_duplicates(
 ) -> Insert:
     """INSERT that skips rows whose ``keys`` are already stored (PostgreSQL, SQLite).
 
-    On other databases a duplicate fails; callers retry row by row.
+    On other databases a duplicate fails; callers split the batch down to the failing rows.
     """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -62,12 +62,23 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to ``revision`` on ``engine``."""
+    """Run the Alembic migrations up to ``revision`` on ``engine``.
+
+    One transaction per migration (env.py), so a data migration may commit in chunks
+    (0004's autocommit block) instead of holding one transaction over a whole table.
+    """
     from alembic import command
+
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), revision)
+        connection.commit()
+
+
+def alembic_config(connection: Connection) -> Any:
+    """The Alembic configuration that runs the migrations on ``connection``."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    config.attributes["connection"] = connection
+    return config

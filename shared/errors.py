@@ -40,9 +40,11 @@ class RecordNotFoundError(PermitPushError):
 class RateLimitedError(PermitPushError):
     """The client is over its rate limit; ``retry_after_s`` says when a token is back."""
 
-    def __init__(self, retry_after_s: int) -> None:
+    def __init__(self, retry_after_s: int, most: int | None = None) -> None:
         super().__init__(f"rate limited; retry after {retry_after_s} s")
         self.retry_after_s = retry_after_s
+        # Set when the request alone costs more than the client's whole bucket (burst).
+        self.most = most
 
 
 class ReadsUnavailableError(PermitPushError):

@@ -11,8 +11,15 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, post_load
 
 from shared.codes import PLATE_REQUIRED
+from shared.constants import ZONE_COLUMN
 from shared.normalize import normalize_plate
-from shared.schemas import AttributeField, InvalidPermitError, PlateField, in_supported_range
+from shared.schemas import (
+    AttributeField,
+    InvalidPermitError,
+    PlateField,
+    ZoneField,
+    in_supported_range,
+)
 
 _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 
@@ -48,7 +55,7 @@ class LookupSchema(Schema):
         unknown = EXCLUDE
 
     plate = PlateField(required=True, required_code=PLATE_REQUIRED, max_length=25)
-    zone = AttributeField(max_length=200)
+    zone = ZoneField(max_length=ZONE_COLUMN)
     at = _At(max_length=32)
 
     @post_load

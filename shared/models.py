@@ -30,6 +30,8 @@ from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from shared.constants import PLATE_COLUMN, ZONE_COLUMN
+
 # Explicit constraint names keep Alembic migrations stable across databases.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -163,10 +165,10 @@ class Permit(Base):
     reference_id: Mapped[str] = mapped_column(String(36), unique=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id"), index=True)
     permit_type: Mapped[str] = mapped_column(String(20))
-    plate: Mapped[str] = mapped_column(String(64))
-    plate_normalized: Mapped[str] = mapped_column(String(64))
-    zone_name: Mapped[str | None] = mapped_column(String(200))
-    zone_normalized: Mapped[str | None] = mapped_column(String(200))
+    plate: Mapped[str] = mapped_column(String(PLATE_COLUMN))
+    plate_normalized: Mapped[str] = mapped_column(String(PLATE_COLUMN))
+    zone_name: Mapped[str | None] = mapped_column(String(ZONE_COLUMN))
+    zone_normalized: Mapped[str | None] = mapped_column(String(ZONE_COLUMN))
     zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id"), index=True)
     permit_no: Mapped[str | None] = mapped_column(String(50))
     amount: Mapped[Decimal | None] = mapped_column(Money())

@@ -1,16 +1,39 @@
-"""The normal forms that matching and de-duplication compare."""
+"""The normal forms that matching and de-duplication compare.
+
+Both fold look-alikes first: NFKC (full-width "\uff30\uff2c\uff18" -> "PL8", ligatures, ...) and
+removal of format characters (Unicode category Cf: zero-width space, soft hyphen, BOM...).
+A plate then loses every dash (category Pd) and every space (Zs and other white space);
+a zone keeps its words apart (any run of spaces is one space) and writes every dash as "-".
+Migration 0004 rewrites the stored normal forms to these.
+"""
 
 import re
+import unicodedata
 
 _SPACES = re.compile(r"\s+")
-_PLATE_NOISE = re.compile(r"[\s-]+")
+
+
+def _fold(text: str) -> str:
+    """NFKC without format characters (Cf); dashes (Pd) become "-", white space " "."""
+    out = []
+    for char in unicodedata.normalize("NFKC", text):
+        category = unicodedata.category(char)
+        if category == "Cf":
+            continue
+        if category == "Pd":
+            out.append("-")
+        elif category == "Zs" or char.isspace():
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def normalize_zone(name: str) -> str:
-    """Case-fold, trim and collapse inner white space: " lot  4 " -> "lot 4"."""
-    return _SPACES.sub(" ", name.strip()).casefold()
+    """Folded, case-folded, trimmed, inner white space collapsed: " lot  4 " -> "lot 4"."""
+    return _SPACES.sub(" ", _fold(name).strip()).casefold()
 
 
 def normalize_plate(plate: str) -> str:
-    """Upper-case with spaces and dashes removed: "pl8-rdr" -> "PL8RDR"."""
-    return _PLATE_NOISE.sub("", plate).upper()
+    """Folded and upper-cased with spaces and dashes removed: "pl8-rdr" -> "PL8RDR"."""
+    return _fold(plate).replace(" ", "").replace("-", "").upper()

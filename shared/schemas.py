@@ -25,7 +25,7 @@ from shared.codes import (
     TOKEN_MISSING,
     TOO_LONG,
 )
-from shared.constants import CURRENCIES
+from shared.constants import CURRENCIES, PLATE_COLUMN, ZONE_COLUMN
 from shared.normalize import normalize_plate, normalize_zone
 
 # Every name a client may use for an attribute, canonical name first (the seed's
@@ -44,10 +44,23 @@ ALIASES: dict[str, tuple[str, ...]] = {
 _TOKEN = re.compile(r"[A-Za-z0-9-]{1,50}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _AMOUNT = re.compile(r"\d{1,6}\.\d{2}")
+# What PostgreSQL text refuses: NUL, and lone surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # A time zone or offset applied to year 1 or 9999 can leave datetime's range (OverflowError
 # deep in an enqueue, failing a whole micro-batch): such times are refused up front.
 MIN_YEAR, MAX_YEAR = 2, 9998
+
+
+def sent_token(body: Any) -> str | None:
+    """The ``apiToken`` of a body, read without validating the rest; None unless well formed.
+
+    The batch push checks tokens with it before any validation (ingest/push.py).
+    """
+    token = body.get("apiToken") if isinstance(body, Mapping) else None
+    if isinstance(token, str) and _TOKEN.fullmatch(token.strip()):
+        return token.strip()
+    return None
 
 
 def in_supported_range(moment: datetime) -> bool:
@@ -99,6 +112,8 @@ class AttributeField(fields.Field):  # type: ignore[type-arg]
             "not_string": "Must be a string.",
             "invalid": self.invalid_message,
             "too_long": "Must be at most {max} characters.",
+            "unstorable": "Must not contain NUL or unpaired surrogate characters.",
+            "normal_too_long": "Must be at most {max} characters once normalised.",
         }
         super().__init__(
             allow_none=not kwargs.get("required", False), error_messages=messages, **kwargs
@@ -112,13 +127,18 @@ class AttributeField(fields.Field):  # type: ignore[type-arg]
             "required": self.required_code,
             "null": self.required_code,
             "too_long": TOO_LONG,
+            "normal_too_long": TOO_LONG,
+            "unstorable": INVALID,
         }.get(key, self.invalid_code)
-        message = str(self.error_messages[key]).format(max=self.max_length, **kwargs)
+        kwargs.setdefault("max", self.max_length)
+        message = str(self.error_messages[key]).format(**kwargs)
         return ValidationError(Problem(message, code))
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, str):
             raise self.make_error("not_string")
+        if _UNSTORABLE.search(value):
+            raise self.make_error("unstorable")
         text = value.strip()
         if not text:
             if self.required:
@@ -185,6 +205,17 @@ class PlateField(AttributeField):
     def parse(self, text: str) -> str:
         if not any(char.isalnum() for char in text):
             raise self.make_error("invalid")
+        if len(normalize_plate(text)) > PLATE_COLUMN:  # NFKC and upper-casing can lengthen it
+            raise self.make_error("normal_too_long", max=PLATE_COLUMN)
+        return text
+
+
+class ZoneField(AttributeField):
+    """A zone name whose normal form (case-folded: "ß" -> "ss") still fits its column."""
+
+    def parse(self, text: str) -> str:
+        if len(normalize_zone(text)) > ZONE_COLUMN:
+            raise self.make_error("normal_too_long", max=ZONE_COLUMN)
         return text
 
 
@@ -224,7 +255,7 @@ class PermitSchema(Schema):
     )
     LicencePlate = PlateField(required=True, required_code=PLATE_REQUIRED, max_length=25)
     permitNo = AttributeField(max_length=50)
-    zone = AttributeField(max_length=200)
+    zone = ZoneField(max_length=ZONE_COLUMN)
 
     @validates_schema
     def _end_after_start(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -295,11 +326,25 @@ def _resolve_aliases(
         first = present[0]
         canonical[name] = body[first]
         sent_as[name] = first
-        if any(body[alias] != body[first] for alias in present[1:]):
+        if any(not _same(body[alias], body[first]) for alias in present[1:]):
             errors[first] = [
                 Problem(f"Sent as {' and '.join(present)} with different values.", INVALID)
             ]
     return canonical, sent_as, errors
+
+
+def _same(one: Any, other: Any) -> bool:
+    """Whether two names of one attribute carry the same value, without recursing.
+
+    Only strings (and JSON's other scalars) compare by value: two arrays or objects never
+    count as the same, so nested values are not walked (1000-deep arrays would raise
+    RecursionError). Such a value is refused by the field anyway: it is not a string.
+    """
+    if type(one) is not type(other):
+        return False
+    if isinstance(one, str | int | float | bool) or one is None:
+        return bool(one == other)
+    return False
 
 
 class PermitJob(TypedDict):

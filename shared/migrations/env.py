@@ -9,6 +9,8 @@ context.configure(
     connection=connection,
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
+    # One transaction each: a data migration may commit in chunks (see 0004).
+    transaction_per_migration=True,
 )
 with context.begin_transaction():
     context.run_migrations()
