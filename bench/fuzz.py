@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
+from harness.fuzz import Sender, hostile_request
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker
-from tests.fuzz import Sender, hostile_request
 
 
 def main(count: int) -> int:

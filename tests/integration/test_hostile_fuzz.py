@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.fuzz import Sender, hostile_request
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
-from tests.fuzz import Sender, hostile_request
 
 
 @pytest.fixture

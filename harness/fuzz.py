@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
 from redis import Redis
 from yarl import URL
 
+from harness.payloads import SEED_BODY
 from ingest.app import create_app
 from ingest.routes import ACTIVE_PATH, API_PREFIX, BATCH_PATH, DELETE_PATH, PUSH_PATH, UPDATE_PATH
 from shared.config import Settings
 from shared.schemas import ALIASES
-from tests.factories import SEED_BODY
 
 ATTRIBUTE_NAMES = [name for names in ALIASES.values() for name in names] + [
     "referenceID",
@@ -170,7 +171,7 @@ class Sender:
         self.client = self.loop.run_until_complete(self._start(settings, redis))
 
     @staticmethod
-    async def _start(settings: Settings, redis: Redis) -> TestClient:
+    async def _start(settings: Settings, redis: Redis) -> TestClient[web.Request, web.Application]:
         client = TestClient(TestServer(create_app(settings, redis=redis)))
         await client.start_server()
         return client
