@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from cli.checks import connect_redis, require_database
 from shared.config import Settings
+from shared.counts import DatabaseCounts, count_database
 from shared.db import make_engine, make_sessionmaker
 from shared.models import Permit
 from shared.queue_stats import JOB_STATUSES, QueueStats, read_queue_stats
-from worker.stats import DatabaseCounts, count_database
 
 LATEST_FAILURES = 3
 TOP_ZONES = 10

@@ -11,43 +11,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from redis import Redis
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.constants import DB_STATS_KEY, DB_STATS_LOCK_KEY, PERMITS_STORED_KEY
-from shared.models import DeadLetter, Permit
+from shared.counts import count_database
 
 # The published counts live this many publish intervals without a new publication.
 STATS_TTL_INTERVALS = 4
-
-
-@dataclass(frozen=True, slots=True)
-class DatabaseCounts:
-    disconnected: int
-    dead_letters: int
 
 
 def record_stored(redis: Redis, stored: int) -> None:
     """Add ``stored`` new rows to the permits-stored counter."""
     if stored:
         redis.incrby(PERMITS_STORED_KEY, stored)
-
-
-def count_database(session: Session) -> DatabaseCounts:
-    """Disconnected permits (zone matched nothing) and dead letters not yet requeued.
-
-    The disconnected count reads the partial index ix_permits_disconnected_zone.
-    """
-    disconnected = session.scalar(
-        select(func.count()).select_from(Permit).where(Permit.disconnected)
-    )
-    dead = session.scalar(
-        select(func.count()).select_from(DeadLetter).where(DeadLetter.requeued_at.is_(None))
-    )
-    return DatabaseCounts(disconnected or 0, dead or 0)
 
 
 def publish_database_counts(

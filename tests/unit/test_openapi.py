@@ -21,6 +21,7 @@ import fakeredis
 import pytest
 import schemathesis
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -35,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.app import create_app
 from ingest.openapi import openapi_spec
-from ingest.routes import PUSH_PATH
+from ingest.routes import OPENAPI_PATH, PUSH_PATH
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from tests.factories import make_payload
@@ -149,3 +150,18 @@ def _swap(body: dict[str, Any], service: Service) -> None:
 def test_every_endpoint_answers_as_described(case: schemathesis.Case, service: Service) -> None:
     use_real_credentials(case, service)
     case.call_and_validate(base_url=service.base_url, checks=CHECKS)
+
+
+async def test_openapi_is_served(client: TestClient) -> None:
+    response = await client.get(OPENAPI_PATH)
+    spec = await response.json()
+    assert (response.status, spec["openapi"]) == (200, "3.1.0")
+    assert {
+        "/api/OC-TOMA/v1/permits/push",
+        "/api/OC-TOMA/v1/permits/push/batch",
+        "/api/OC-TOMA/v1/permits/update",
+        "/api/OC-TOMA/v1/permits/delete",
+        "/api/OC-TOMA/v1/permits/active",
+        "/api/OC-TOMA/v1/permits/{reference_id}",
+        OPENAPI_PATH,
+    } == set(spec["paths"])

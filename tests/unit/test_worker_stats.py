@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.constants import DB_STATS_KEY
+from shared.counts import count_database
 from shared.models import DeadLetter, Permit, Zone, utcnow
 from shared.queue_stats import read_queue_stats
 from tests.factories import make_payload, queued_permits, run_worker
 from worker.context import init_context
 from worker.jobs import persist_permits
-from worker.stats import count_database, publish_database_counts
+from worker.stats import publish_database_counts
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from ingest.read_store_sql import status_of
 from shared.clients import create_client
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB
+from shared.counts import count_database
 from shared.errors import ZoneConflictError, ZoneExistsError, ZoneNotFoundError
 from shared.models import ApiClient, Permit
 from shared.zone_import import import_zones, read_zone_csv
@@ -39,7 +40,6 @@ from worker.context import init_context
 from worker.jobs import persist_permits
 from worker.persist import store_permits
 from worker.reconcile import reconcile
-from worker.stats import count_database
 from worker.zones import ZoneIndex
 
 
