@@ -102,3 +102,13 @@ def test_shared_imports_neither_side() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_command_line_loads_no_worker_code_until_a_worker_runs() -> None:
+    """`permit-push serve` is a CLI process: importing the CLI must not bring the worker in."""
+    code = (
+        "import sys, cli\n"
+        "leaked = sorted(m for m in sys.modules if m == 'worker' or m.startswith('worker.'))\n"
+        "assert not leaked, leaked\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
