@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ingest.auth import BODY_TOKEN, authenticate, not_permitted, unknown_token
+from ingest.auth import BODY_TOKEN, authenticate, may_not_push, not_permitted, unknown_token
 from ingest.bodies import ApiError, error_body, json_response, read_json, success_body
 from ingest.permit_enqueuer import PushItem
 from ingest.state import AUTH_FAILURES, ENQUEUE, LIMITER, PERMIT_BATCHER, SETTINGS, TOKENS
@@ -53,6 +53,9 @@ async def push_batch(request: web.Request) -> web.Response:
     clients = await _clients(request, entries)
     if not any(clients.values()):
         raise unknown_token(request)  # no entry of a known client: nothing is validated
+    # A batch carrying an enforcement token is refused whole (403): that token may not push.
+    if (refused := next((c for c in clients.values() if c and not c.may_push), None)) is not None:
+        raise may_not_push(refused)
     if None in clients.values():
         request.app[AUTH_FAILURES].failed(request.remote or "")  # one per batch; may be 429
     results: list[dict[str, Any] | None] = [None] * len(entries)

@@ -12,20 +12,26 @@ from redis.typing import EncodableT, FieldT
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.constants import PERMIT_TYPES, TOKENS_KEY, TOKENS_LOADED_KEY
+from shared.constants import PERMIT_TYPES, TOKEN_SCOPES, TOKENS_KEY, TOKENS_LOADED_KEY
 from shared.errors import ClientExistsError, ClientNotFoundError, ConfigError
 from shared.models import ApiClient, utcnow
 from shared.tokens import ClientInfo, hash_token, new_token
 
 
-def create_client(session: Session, name: str, permit_type: str = "Standard") -> str:
+def create_client(
+    session: Session, name: str, permit_type: str = "Standard", scope: str = "push"
+) -> str:
     """Add an API client and return its new token (shown once, never stored)."""
     if permit_type not in PERMIT_TYPES:
         raise ConfigError(f"permit type must be one of {', '.join(PERMIT_TYPES)}")
+    if scope not in TOKEN_SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(TOKEN_SCOPES)}")
     if session.scalar(select(ApiClient.id).where(ApiClient.name == name)) is not None:
         raise ClientExistsError(f"an API client named {name!r} already exists")
     token = new_token()
-    session.add(ApiClient(name=name, permit_type=permit_type, token_sha256=hash_token(token)))
+    session.add(
+        ApiClient(name=name, permit_type=permit_type, scope=scope, token_sha256=hash_token(token))
+    )
     session.flush()
     return token
 
@@ -57,7 +63,12 @@ def publish_tokens(session: Session, redis: Redis) -> int:
     active = session.scalars(select(ApiClient).where(ApiClient.active.is_(True))).all()
     mapping: dict[FieldT, EncodableT] = {
         client.token_sha256: ClientInfo(
-            client.id, client.name, client.permit_type, client.rate_per_s, client.rate_burst
+            client.id,
+            client.name,
+            client.permit_type,
+            client.rate_per_s,
+            client.rate_burst,
+            client.scope,
         ).to_json()
         for client in active
     }

@@ -66,6 +66,8 @@ class Settings:
     read_threads: int = 4
     # Enforcement lookup: a permit still counts this many seconds after its end time.
     lookup_grace_s: int = 0
+    # Enforcement lookup: at most this many permits in one reply ("truncated": true beyond).
+    lookup_max_permits: int = 100
     # Browser pages allowed to call the API (CORS): "*" (any origin) or a comma-separated
     # list of origins such as "https://kiosk.example.net". Any origin is safe by default:
     # the token travels in the body or the Authorization header, never in a cookie, and
@@ -186,6 +188,7 @@ _AT_LEAST: dict[str, float] = {
     "rate_limit_burst": 1,
     "read_threads": 1,
     "lookup_grace_s": 0,
+    "lookup_max_permits": 1,
     "zone_cache_s": 0,
     "job_timeout_s": 1,
     "abandoned_job_s": 3,

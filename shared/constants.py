@@ -30,6 +30,12 @@ JOB_RESULT_TTL_S = 60 * 60
 JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60
 
 PERMIT_TYPES = ("Validator", "Temporary", "Standard")
+# What a token may do: push (the default) pushes, updates, deletes and reads its own
+# client's permits; enforcement (handhelds, cameras) looks up any plate and never pushes.
+PUSH_SCOPE, ENFORCEMENT_SCOPE = "push", "enforcement"
+TOKEN_SCOPES = (PUSH_SCOPE, ENFORCEMENT_SCOPE)
+# The enforcement lookup's ``at`` lies within this many days of now (about 10 years).
+LOOKUP_AT_RANGE_DAYS = 3653
 CURRENCIES = ("CAD", "USD")
 
 # Zones (shared/zones.py). PostgreSQL advisory lock that orders changes to zones and aliases
