@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from cli.checks import connect_redis, database_sessions
 from shared.clients import (
+    change_and_publish,
     create_client,
     list_clients,
-    publish_tokens,
     revoke_client,
     set_rate_limit,
 )
@@ -95,13 +95,12 @@ def limit(settings: Settings, name: str, per_s: float | None, burst: int | None)
 
 
 def _change_and_publish(settings: Settings, change: Callable[[Session], T]) -> T:
-    """Apply ``change`` to the clients and publish the token set in the same transaction.
+    """Apply ``change`` to the clients, commit, then publish the token set.
 
     Redis is checked first: a new token must work, and a revoked one stop, at once.
+    The order and the lock that keeps a worker's republish from undoing the change are in
+    shared/clients.py.
     """
     redis = connect_redis(settings)
-    with database_sessions(settings) as sessions, sessions.begin() as session:
-        result = change(session)
-        session.flush()
-        publish_tokens(session, redis)
-    return result
+    with database_sessions(settings) as sessions:
+        return change_and_publish(sessions, redis, change)

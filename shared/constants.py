@@ -41,6 +41,8 @@ CURRENCIES = ("CAD", "USD")
 # Zones (shared/zones.py). PostgreSQL advisory lock that orders changes to zones and aliases
 # against the storing of disconnected permits; any fixed bigint, unique in the database.
 ZONE_CATALOG_LOCK_KEY = 0x7A6F6E6573  # "zones"
+# Orders changes to API clients against publishing the token set (shared/clients.py).
+TOKENS_LOCK_KEY = 0x746F6B656E73  # "tokens"
 # Disconnected permits linked per reconcile transaction: bounded memory and lock time.
 RECONCILE_BATCH_ROWS = 5000
 # A reconcile of millions of rows takes minutes; a batch job's timeout would kill it.

@@ -101,7 +101,9 @@ def _tokens(context: WorkerContext, redis: Redis) -> None:
     """Re-publish the active clients' token hashes.
 
     Redis may restart without its data; this brings the tokens back within one interval
-    with no one acting.
+    with no one acting. The read and the write happen under the clients' lock, released
+    as the session closes: a revoke waits for it, so this never brings a revoked token
+    back (shared/clients.py).
     """
     with context.sessions() as session:
         count = publish_tokens(session, redis)
