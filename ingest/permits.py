@@ -12,12 +12,12 @@ from ingest.bodies import json_response, read_json, success_body
 from ingest.operation_enqueuer import OperationItem
 from ingest.read_store import ReadStore
 from ingest.state import OPERATION_BATCHER, READ_STORE, REDIS, SETTINGS
-from shared.codes import INVALID
+from shared.codes import END_TIME_INVALID, INVALID
 from shared.constants import ENFORCEMENT_SCOPE, LOOKUP_AT_RANGE_DAYS, REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
 from shared.lookup import load_lookup
 from shared.operations import OperationKind, is_reference_id, load_operation
-from shared.schemas import InvalidPermitError, Problem
+from shared.schemas import InvalidPermitError, Problem, local_time_problem, sent_name
 from shared.tokens import ClientInfo
 
 
@@ -33,7 +33,13 @@ async def delete_permit(request: web.Request) -> web.Response:
 
 async def _operate(request: web.Request, kind: OperationKind) -> web.Response:
     received_at = datetime.now(UTC)
-    operation = load_operation(kind, await read_json(request))
+    body = await read_json(request)
+    operation = load_operation(kind, body)
+    if operation.end is not None:  # the new end time must name one instant too
+        timezone = request.app[SETTINGS].timezone
+        if (problem := local_time_problem(operation.end, timezone)) is not None:
+            name = sent_name(body, "endTime")
+            raise InvalidPermitError({name: [Problem(problem, END_TIME_INVALID)]})
     client = await authenticate(request, operation.api_token)
     if not is_reference_id(operation.reference_id):
         raise RecordNotFoundError(operation.reference_id)  # never one of ours

@@ -25,6 +25,7 @@ from ingest.bodies import ApiError, error_body, json_response, read_json, succes
 from ingest.permit_enqueuer import PushItem
 from ingest.state import AUTH_FAILURES, ENQUEUE, LIMITER, PERMIT_BATCHER, SETTINGS, TOKENS
 from shared import codes
+from shared.config import Settings
 from shared.constants import BATCH_PUSH_MAX
 from shared.errors import IdempotencyConflictError
 from shared.schemas import InvalidPermitError, PermitIn, load_permit, sent_token
@@ -36,7 +37,12 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 async def push_permit(request: web.Request) -> web.Response:
     """POST /api/OC-TOMA/v1/permits/push: one permit, answered once it is queued."""
     received_at = datetime.now(UTC)
-    permit = load_permit(await read_json(request))
+    settings = request.app[SETTINGS]
+    permit = load_permit(
+        await read_json(request),
+        timezone=settings.timezone,
+        max_duration=settings.max_permit_duration,
+    )
     client = await authenticate(request, permit.api_token)
     item = PushItem(client, permit, received_at, request.headers.get(IDEMPOTENCY_HEADER))
     reference_id = await request.app[PERMIT_BATCHER].submit(item)
@@ -68,7 +74,9 @@ async def push_batch(request: web.Request) -> web.Response:
         else:
             checked.append(position)
     # ~60 µs a permit: off the event loop, so a 1000-permit batch does not stall it.
-    validated = await asyncio.to_thread(_validate, [entries[i] for i in checked])
+    validated = await asyncio.to_thread(
+        _validate, [entries[i] for i in checked], request.app[SETTINGS]
+    )
     permits: dict[int, PermitIn | InvalidPermitError] = dict(zip(checked, validated, strict=True))
     items, positions = await _authenticated(request, permits, clients, results, received_at)
     if items:
@@ -110,11 +118,12 @@ async def _clients(request: web.Request, entries: list[Any]) -> dict[str, Client
     return clients
 
 
-def _validate(entries: list[Any]) -> list[PermitIn | InvalidPermitError]:
+def _validate(entries: list[Any], settings: Settings) -> list[PermitIn | InvalidPermitError]:
     permits: list[PermitIn | InvalidPermitError] = []
+    timezone, longest = settings.timezone, settings.max_permit_duration
     for entry in entries:
         try:
-            permits.append(load_permit(entry))
+            permits.append(load_permit(entry, timezone=timezone, max_duration=longest))
         except InvalidPermitError as exc:
             permits.append(exc)
     return permits

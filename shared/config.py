@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -54,7 +55,10 @@ class Settings:
     # private one when it is unset.
     prometheus_multiproc_dir: str = ""
     # Times carry no offset; the contract says they are UTC unless configured otherwise.
+    # A local time in a DST gap or overlap of this zone is refused (9007/9005).
     default_timezone: str = "UTC"
+    # The longest permit: an end time more than this many days after the start gets 9005.
+    max_permit_days: int = 366
     # A batch push (1..1000 permits) may be this large; single pushes keep max_body_bytes.
     max_batch_body_bytes: int = 2 * 1024 * 1024
     # Per-client token bucket (a client's own setting wins); 0 turns the limit off.
@@ -164,6 +168,10 @@ class Settings:
         return ZoneInfo(self.default_timezone)
 
     @property
+    def max_permit_duration(self) -> timedelta:
+        return timedelta(days=self.max_permit_days)
+
+    @property
     def reads_database_url(self) -> str | None:
         """The database the receiver's read endpoints use, or None when they have none."""
         if self.read_database_url.lower() == "none":
@@ -189,6 +197,7 @@ _AT_LEAST: dict[str, float] = {
     "read_threads": 1,
     "lookup_grace_s": 0,
     "lookup_max_permits": 1,
+    "max_permit_days": 1,
     "zone_cache_s": 0,
     "job_timeout_s": 1,
     "abandoned_job_s": 3,
