@@ -237,6 +237,8 @@ class PermitOperation(Base):
             postgresql_where=PARKED,
             sqlite_where=PARKED,
         ),
+        # The largest order number, which workers raise Redis's counter to.
+        Index("ix_permit_operations_seq", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
