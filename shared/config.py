@@ -11,6 +11,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.constants import JOB_FAILURE_TTL_S
 from shared.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -89,6 +90,9 @@ class Settings:
     # A batch keeps retrying an unreachable database this long before RQ's Retry backoff
     # takes it over.
     db_retry_s: float = 30.0
+    # A failed batch is moved into dead_letters this long after it failed, before RQ's
+    # failed registry drops it (JOB_FAILURE_TTL_S, 30 days) with its permits.
+    failed_dead_letter_s: int = 7 * 24 * 60 * 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
@@ -148,6 +152,11 @@ class Settings:
         if "*" in self.cors_origins and len(self.cors_origins) > 1:
             raise ConfigError(
                 f"CORS_ALLOW_ORIGINS={self.cors_allow_origins!r}: * already allows any origin"
+            )
+        if not 60 <= self.failed_dead_letter_s < JOB_FAILURE_TTL_S - 24 * 60 * 60:
+            raise ConfigError(
+                f"FAILED_DEAD_LETTER_S={self.failed_dead_letter_s!r} must be from 60 to a day"
+                f" less than RQ's failed-job lifetime ({JOB_FAILURE_TTL_S} s)"
             )
         try:
             ZoneInfo(self.default_timezone)

@@ -27,7 +27,12 @@ REFERENCE_TTL_S = DEDUP_TTL_S
 BATCH_PUSH_MAX = 1000
 # A finished batch job is kept for an hour so `rq info` and the dashboard can show it.
 JOB_RESULT_TTL_S = 60 * 60
+# RQ keeps a failed batch this long; workers dead-letter it FAILED_DEAD_LETTER_S after it
+# failed, before then (worker/expiry.py).
 JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60
+# The reason of a dead-lettered operation whose order number was another's: requeued with
+# a new number (any other dead-lettered operation keeps its own).
+OPERATION_CLASH_REASON = "order number clash"
 
 PERMIT_TYPES = ("Validator", "Temporary", "Standard")
 # What a token may do: push (the default) pushes, updates, deletes and reads its own

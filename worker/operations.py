@@ -34,6 +34,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared import opseq
+from shared.constants import OPERATION_CLASH_REASON
 from shared.db import insert_ignoring_duplicates
 from shared.models import DeadLetter, Permit, PermitOperation, utcnow
 from shared.operations import OperationJob
@@ -119,7 +120,7 @@ def _dead_letter_clashes(session: Session, operations: Sequence[OperationJob]) -
                 reference_id=op["reference_id"],
                 payload=dict(op),
                 reason=(
-                    f"order number clash: seq {op['seq']} of this permit is another "
+                    f"{OPERATION_CLASH_REASON}: seq {op['seq']} of this permit is another "
                     f"operation's; this {op['kind']} was not applied"
                 ),
             )
