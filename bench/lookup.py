@@ -163,7 +163,7 @@ async def measure(url: str, token: str, picked: list[tuple[str, int | None, date
         name = None if zone is None else f"Alias {zone}"
 
         async def call() -> int:
-            return len(await reader.active(plate, name, at, timedelta(0)))
+            return len(await reader.active(plate, name, at, timedelta(0), None, 101))
 
         return call
 

@@ -22,8 +22,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cli.checks import connect_redis, database_sessions
+from shared import opseq
 from shared.config import Settings
-from shared.constants import PERSIST_PERMITS_JOB
+from shared.constants import (
+    APPLY_OPERATIONS_JOB,
+    OPERATION_CLASH_REASON,
+    PERSIST_PERMITS_JOB,
+)
 from shared.errors import PermitPushError
 from shared.models import DeadLetter, utcnow
 from shared.queue import JOB_RETRY, JobWriter
@@ -72,6 +77,19 @@ class Failures:
         Like any create: its owner goes back to Redis with the job (so an update for it is
         accepted while it waits) and, with DURABLE_ACK, Redis fsyncs it before we go on.
         """
+        if letter.payload.get("kind") in ("update", "delete"):  # an update or a delete
+            operation = dict(letter.payload)
+            if letter.reason.startswith(OPERATION_CLASH_REASON):  # its number was another's
+                (operation["seq"],) = opseq.take_now(self.writer.redis, 1)  # as received now
+            job_id = self.writer.write(
+                APPLY_OPERATIONS_JOB,
+                {"operations": [operation]},
+                "apply_operations(1 operations, requeued dead letter)",
+                {},
+            )
+            letter.requeued_at = utcnow()
+            session.flush()
+            return job_id
         job_id = self.writer.write(
             PERSIST_PERMITS_JOB,
             {"permits": [letter.payload]},

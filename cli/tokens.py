@@ -10,14 +10,14 @@ from sqlalchemy.orm import Session
 
 from cli.checks import connect_redis, database_sessions
 from shared.clients import (
+    change_and_publish,
     create_client,
     list_clients,
-    publish_tokens,
     revoke_client,
     set_rate_limit,
 )
 from shared.config import Settings
-from shared.constants import PERMIT_TYPES
+from shared.constants import PERMIT_TYPES, TOKEN_SCOPES
 
 T = TypeVar("T")
 
@@ -36,12 +36,21 @@ def tokens() -> None:
     show_default=True,
     help="Type given to this client's permits (the push carries none).",
 )
+@click.option(
+    "--scope",
+    type=click.Choice(TOKEN_SCOPES),
+    default="push",
+    show_default=True,
+    help="push: pushes, updates, deletes, reads its own permits; "
+    "enforcement: looks up any plate, cannot push.",
+)
 @click.pass_obj
-def create(settings: Settings, name: str, permit_type: str) -> None:
+def create(settings: Settings, name: str, permit_type: str, scope: str) -> None:
     """Create an API client; its token is printed once, on the last line."""
-    token = _change_and_publish(settings, lambda s: create_client(s, name, permit_type))
+    token = _change_and_publish(settings, lambda s: create_client(s, name, permit_type, scope))
     click.echo(
-        f"created API client {name!r} ({permit_type}); its token, shown only once:", err=True
+        f"created API client {name!r} ({permit_type}, scope {scope}); its token, shown only once:",
+        err=True,
     )
     click.echo(token)
 
@@ -55,11 +64,13 @@ def list_(settings: Settings) -> None:
     if not clients:
         click.echo("no API clients; create one with: permit-push tokens create --name NAME")
         return
-    click.echo(f"{'name':<30} {'permit type':<12} {'active':<7} created")
+    click.echo(f"{'name':<30} {'permit type':<12} {'scope':<12} {'active':<7} created")
     for client in clients:
         active = "yes" if client.active else "no"
         created = f"{client.created_at:%Y-%m-%d %H:%M}"
-        click.echo(f"{client.name:<30} {client.permit_type:<12} {active:<7} {created}")
+        click.echo(
+            f"{client.name:<30} {client.permit_type:<12} {client.scope:<12} {active:<7} {created}"
+        )
 
 
 @tokens.command()
@@ -84,13 +95,12 @@ def limit(settings: Settings, name: str, per_s: float | None, burst: int | None)
 
 
 def _change_and_publish(settings: Settings, change: Callable[[Session], T]) -> T:
-    """Apply ``change`` to the clients and publish the token set in the same transaction.
+    """Apply ``change`` to the clients, commit, then publish the token set.
 
     Redis is checked first: a new token must work, and a revoked one stop, at once.
+    The order and the lock that keeps a worker's republish from undoing the change are in
+    shared/clients.py.
     """
     redis = connect_redis(settings)
-    with database_sessions(settings) as sessions, sessions.begin() as session:
-        result = change(session)
-        session.flush()
-        publish_tokens(session, redis)
-    return result
+    with database_sessions(settings) as sessions:
+        return change_and_publish(sessions, redis, change)

@@ -65,13 +65,28 @@ def unknown_token(request: web.Request, sent_as: str = BODY_TOKEN) -> ApiError:
     return ApiError(401, codes.TOKEN_NOT_PERMITTED, errors=not_permitted(sent_as))
 
 
+def may_not_push(client: ClientInfo) -> ApiError:
+    """The 403 (9002) for a token whose scope does not allow pushes, updates or deletes."""
+    return ApiError(
+        403,
+        codes.TOKEN_NOT_PERMITTED,
+        errors={BODY_TOKEN: [f"Is a token of scope {client.scope}: it may not push."]},
+    )
+
+
 async def authenticate(
-    request: web.Request, token: str, *, sent_as: str = BODY_TOKEN
+    request: web.Request, token: str, *, sent_as: str = BODY_TOKEN, to_push: bool = True
 ) -> ClientInfo:
-    """The client owning ``token`` (401, 9002 if none), within its rate limit (429 if not)."""
+    """The client owning ``token`` (401, 9002 if none), within its rate limit (429 if not).
+
+    ``to_push``: the request pushes, updates or deletes, which only a push-scope token may
+    (403, 9002 for an enforcement token).
+    """
     client = await request.app[TOKENS].authenticate(token)
     if client is None:
         raise unknown_token(request, sent_as)
+    if to_push and not client.may_push:
+        raise may_not_push(client)
     await request.app[LIMITER].check(client)
     return client
 
@@ -83,4 +98,4 @@ async def authenticate_bearer(request: web.Request) -> ClientInfo:
         raise ApiError(
             401, codes.TOKEN_MISSING, errors={BEARER_TOKEN: ["Must be: Bearer <API token>."]}
         )
-    return await authenticate(request, token.strip(), sent_as=BEARER_TOKEN)
+    return await authenticate(request, token.strip(), sent_as=BEARER_TOKEN, to_push=False)

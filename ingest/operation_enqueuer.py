@@ -17,7 +17,6 @@ endpoint. Ordering is the worker's job: see worker/operations.py.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,12 +24,9 @@ from datetime import datetime
 import structlog
 
 from ingest.permit_enqueuer import utc_instant
+from shared import opseq
 from shared.config import Settings
-from shared.constants import (
-    APPLY_OPERATIONS_JOB,
-    OPERATION_SEQ_KEY,
-    REFERENCE_KEY_PREFIX,
-)
+from shared.constants import APPLY_OPERATIONS_JOB, REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
 from shared.operations import OperationChanges, OperationIn, OperationJob
 from shared.queue import JobWriter
@@ -100,13 +96,12 @@ class OperationEnqueuer:
     ) -> tuple[list[int], list[int | None]]:
         """Round trip 1: a block of sequence numbers, and each reference id's owner."""
         with self.redis.pipeline(transaction=False) as pipe:
-            # A counter lost with Redis's data restarts from the clock in microseconds,
-            # above every number handed out before (that would take > 10^6 a second).
-            pipe.set(OPERATION_SEQ_KEY, time.time_ns() // 1000, nx=True)
-            pipe.incrby(OPERATION_SEQ_KEY, len(items))
+            # Never backwards, whether Redis lost the counter or brought an old one back
+            # (shared/opseq.py): at least the clock in microseconds.
+            opseq.take(self.redis, pipe, len(items))
             for item in items:
                 pipe.get(REFERENCE_KEY_PREFIX + item.operation.reference_id)
-            _, last, *raw_owners = pipe.execute()
+            last, *raw_owners = pipe.execute()
         first = int(last) - len(items) + 1
         owners = [int(raw) if raw is not None else None for raw in raw_owners]
         return list(range(first, first + len(items))), owners

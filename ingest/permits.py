@@ -12,10 +12,12 @@ from ingest.bodies import json_response, read_json, success_body
 from ingest.operation_enqueuer import OperationItem
 from ingest.read_store import ReadStore
 from ingest.state import OPERATION_BATCHER, READ_STORE, REDIS, SETTINGS
-from shared.constants import REFERENCE_KEY_PREFIX
+from shared.codes import END_TIME_INVALID, INVALID
+from shared.constants import ENFORCEMENT_SCOPE, LOOKUP_AT_RANGE_DAYS, REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
 from shared.lookup import load_lookup
 from shared.operations import OperationKind, is_reference_id, load_operation
+from shared.schemas import InvalidPermitError, Problem, local_time_problem, sent_name
 from shared.tokens import ClientInfo
 
 
@@ -31,7 +33,13 @@ async def delete_permit(request: web.Request) -> web.Response:
 
 async def _operate(request: web.Request, kind: OperationKind) -> web.Response:
     received_at = datetime.now(UTC)
-    operation = load_operation(kind, await read_json(request))
+    body = await read_json(request)
+    operation = load_operation(kind, body)
+    if operation.end is not None:  # the new end time must name one instant too
+        timezone = request.app[SETTINGS].timezone
+        if (problem := local_time_problem(operation.end, timezone)) is not None:
+            name = sent_name(body, "endTime")
+            raise InvalidPermitError({name: [Problem(problem, END_TIME_INVALID)]})
     client = await authenticate(request, operation.api_token)
     if not is_reference_id(operation.reference_id):
         raise RecordNotFoundError(operation.reference_id)  # never one of ours
@@ -58,13 +66,23 @@ async def permit_status(request: web.Request) -> web.Response:
 
 async def active_permits(request: web.Request) -> web.Response:
     """GET /api/OC-TOMA/v1/permits/active?plate=P[&zone=Z][&at=T]: is this plate paid?"""
-    await authenticate_bearer(request)
+    client = await authenticate_bearer(request)
     settings = request.app[SETTINGS]
     query = load_lookup(request.query)
-    at = query.at or datetime.now(UTC)
+    now = datetime.now(UTC)
+    at = query.at or now
     at = (at if at.tzinfo is not None else at.replace(tzinfo=settings.timezone)).astimezone(UTC)
+    if abs(at - now) > timedelta(days=LOOKUP_AT_RANGE_DAYS):
+        raise InvalidPermitError({"at": [Problem("Must be within 10 years of now.", INVALID)]})
     grace = timedelta(seconds=settings.lookup_grace_s)
-    permits = await reads(request).active(query.plate_normalized, query.zone, at, grace)
+    # A push token sees its own client's permits only; an enforcement token every client's.
+    owner = None if client.scope == ENFORCEMENT_SCOPE else client.id
+    limit = settings.lookup_max_permits
+    permits = await reads(request).active(
+        query.plate_normalized, query.zone, at, grace, owner, limit + 1
+    )
+    truncated = len(permits) > limit
+    permits = permits[:limit]
     return json_response(
         {
             "status": "success",
@@ -74,6 +92,7 @@ async def active_permits(request: web.Request) -> web.Response:
             "grace_s": settings.lookup_grace_s,
             "active": bool(permits),
             "permits": permits,
+            "truncated": truncated,
         }
     )
 

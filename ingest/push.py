@@ -20,11 +20,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ingest.auth import BODY_TOKEN, authenticate, not_permitted, unknown_token
+from ingest.auth import BODY_TOKEN, authenticate, may_not_push, not_permitted, unknown_token
 from ingest.bodies import ApiError, error_body, json_response, read_json, success_body
 from ingest.permit_enqueuer import PushItem
 from ingest.state import AUTH_FAILURES, ENQUEUE, LIMITER, PERMIT_BATCHER, SETTINGS, TOKENS
 from shared import codes
+from shared.config import Settings
 from shared.constants import BATCH_PUSH_MAX
 from shared.errors import IdempotencyConflictError
 from shared.schemas import InvalidPermitError, PermitIn, load_permit, sent_token
@@ -36,7 +37,12 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 async def push_permit(request: web.Request) -> web.Response:
     """POST /api/OC-TOMA/v1/permits/push: one permit, answered once it is queued."""
     received_at = datetime.now(UTC)
-    permit = load_permit(await read_json(request))
+    settings = request.app[SETTINGS]
+    permit = load_permit(
+        await read_json(request),
+        timezone=settings.timezone,
+        max_duration=settings.max_permit_duration,
+    )
     client = await authenticate(request, permit.api_token)
     item = PushItem(client, permit, received_at, request.headers.get(IDEMPOTENCY_HEADER))
     reference_id = await request.app[PERMIT_BATCHER].submit(item)
@@ -53,6 +59,9 @@ async def push_batch(request: web.Request) -> web.Response:
     clients = await _clients(request, entries)
     if not any(clients.values()):
         raise unknown_token(request)  # no entry of a known client: nothing is validated
+    # A batch carrying an enforcement token is refused whole (403): that token may not push.
+    if (refused := next((c for c in clients.values() if c and not c.may_push), None)) is not None:
+        raise may_not_push(refused)
     if None in clients.values():
         request.app[AUTH_FAILURES].failed(request.remote or "")  # one per batch; may be 429
     results: list[dict[str, Any] | None] = [None] * len(entries)
@@ -65,7 +74,9 @@ async def push_batch(request: web.Request) -> web.Response:
         else:
             checked.append(position)
     # ~60 µs a permit: off the event loop, so a 1000-permit batch does not stall it.
-    validated = await asyncio.to_thread(_validate, [entries[i] for i in checked])
+    validated = await asyncio.to_thread(
+        _validate, [entries[i] for i in checked], request.app[SETTINGS]
+    )
     permits: dict[int, PermitIn | InvalidPermitError] = dict(zip(checked, validated, strict=True))
     items, positions = await _authenticated(request, permits, clients, results, received_at)
     if items:
@@ -107,11 +118,12 @@ async def _clients(request: web.Request, entries: list[Any]) -> dict[str, Client
     return clients
 
 
-def _validate(entries: list[Any]) -> list[PermitIn | InvalidPermitError]:
+def _validate(entries: list[Any], settings: Settings) -> list[PermitIn | InvalidPermitError]:
     permits: list[PermitIn | InvalidPermitError] = []
+    timezone, longest = settings.timezone, settings.max_permit_duration
     for entry in entries:
         try:
-            permits.append(load_permit(entry))
+            permits.append(load_permit(entry, timezone=timezone, max_duration=longest))
         except InvalidPermitError as exc:
             permits.append(exc)
     return permits

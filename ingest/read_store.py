@@ -25,7 +25,13 @@ class ReadStore(Protocol):
     async def status(self, client_id: int, reference_id: str) -> PermitStatus | None: ...
 
     async def active(
-        self, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
+        self,
+        plate_normalized: str,
+        zone: str | None,
+        at: datetime,
+        grace: timedelta,
+        client_id: int | None,
+        limit: int,
     ) -> list[dict[str, Any]]: ...
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]: ...
@@ -40,7 +46,13 @@ class NoDatabase:
         raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
 
     async def active(
-        self, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
+        self,
+        plate_normalized: str,
+        zone: str | None,
+        at: datetime,
+        grace: timedelta,
+        client_id: int | None,
+        limit: int,
     ) -> list[dict[str, Any]]:
         raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
 

@@ -93,11 +93,22 @@ class SqlReadStore:
         return await self._run(lambda session: status_of(session, client_id, reference_id))
 
     async def active(
-        self, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
+        self,
+        plate_normalized: str,
+        zone: str | None,
+        at: datetime,
+        grace: timedelta,
+        client_id: int | None,
+        limit: int,
     ) -> list[dict[str, Any]]:
-        """Permits of that plate covering ``at`` (ended at most ``grace`` before)."""
+        """Permits of that plate covering ``at`` (ended at most ``grace`` before).
+
+        ``client_id``: only that client's (None: every client's); at most ``limit``.
+        """
         return await self._run(
-            lambda session: active_permits(session, plate_normalized, zone, at, grace)
+            lambda session: active_permits(
+                session, plate_normalized, zone, at, grace, client_id, limit
+            )
         )
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
@@ -171,14 +182,26 @@ def _permit_status(permit: Permit) -> str:
 
 
 def active_permits(
-    session: Session, plate_normalized: str, zone: str | None, at: datetime, grace: timedelta
+    session: Session,
+    plate_normalized: str,
+    zone: str | None,
+    at: datetime,
+    grace: timedelta,
+    client_id: int | None = None,
+    limit: int = 101,
 ) -> list[dict[str, Any]]:
-    """The enforcement query: one prepared statement on ix_permits_active_plate."""
+    """The enforcement query: one prepared statement on ix_permits_active_plate.
+
+    ``client_id``: that client's permits only (a push token's lookup); None: every
+    client's (an enforcement token's). At most ``limit`` rows, latest end first.
+    """
     params: dict[str, Any] = {"plate": plate_normalized, "since": at - grace, "at": at}
-    if zone is None:
-        rows = session.execute(_ACTIVE, params)
-    else:
-        rows = session.execute(_ACTIVE_IN_ZONE, {**params, "zone": normalize_zone(zone)})
+    params["limit"] = limit
+    if client_id is not None:
+        params["client"] = client_id
+    if zone is not None:
+        params["zone"] = normalize_zone(zone)
+    rows = session.execute(_STATEMENTS[(zone is not None, client_id is not None)], params)
     return [{**permit_body(row), "in_grace": _aware(row.ends_at) < at} for row in rows]
 
 
@@ -215,8 +238,17 @@ _ACTIVE = (
         Permit.starts_at <= bindparam("at"),
     )
     .order_by(Permit.ends_at.desc())
+    .limit(bindparam("limit"))
 )
 _ACTIVE_IN_ZONE = _ACTIVE.where(_zone_matches(bindparam("zone", type_=String)))
+_OWN = Permit.client_id == bindparam("client")
+# By (zone given, one client's only).
+_STATEMENTS = {
+    (False, False): _ACTIVE,
+    (True, False): _ACTIVE_IN_ZONE,
+    (False, True): _ACTIVE.where(_OWN),
+    (True, True): _ACTIVE_IN_ZONE.where(_OWN),
+}
 
 
 def permit_body(permit: Permit | Row[Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import structlog
 from redis import Redis
 
 from shared.constants import TOKENS_KEY, TOKENS_LOADED_KEY
@@ -14,6 +15,8 @@ from shared.tokens import ClientInfo, hash_token
 # A miss (a token created a moment ago, or a wrong one) refreshes at most this often, so a
 # flood of bad tokens costs Redis one read a second per process.
 MISS_REFRESH_S = 1.0
+
+log = structlog.get_logger(__name__)
 
 
 class TokenCache:
@@ -59,9 +62,7 @@ class TokenCache:
             if self._fetched_at >= started:
                 return  # another request refreshed while this one waited
             loaded, raw = await asyncio.to_thread(self._fetch)
-            self._clients = {
-                digest.decode(): ClientInfo.from_json(info) for digest, info in raw.items()
-            }
+            self._clients = _clients(raw)
             self._loaded = loaded
             self._fetched_at = time.monotonic()
 
@@ -71,3 +72,21 @@ class TokenCache:
             pipe.hgetall(TOKENS_KEY)
             loaded, raw = pipe.execute()
         return bool(loaded), raw
+
+
+def _clients(raw: dict[bytes, bytes]) -> dict[str, ClientInfo]:
+    """The entries this receiver can read; one it cannot is skipped (logged), never fatal.
+
+    Unknown fields are ignored (ClientInfo.from_json): a newer worker during a rolling
+    deploy. An entry that is not a client at all only refuses its own token.
+    """
+    clients: dict[str, ClientInfo] = {}
+    skipped = 0
+    for digest, info in raw.items():
+        try:
+            clients[digest.decode()] = ClientInfo.from_json(info)
+        except (ValueError, TypeError, KeyError):
+            skipped += 1
+    if skipped:
+        log.warning("token_entries_skipped", entries=skipped)
+    return clients

@@ -3,29 +3,51 @@
 The receiver checks tokens without the database: against the hash of active clients that
 `publish_tokens` writes to Redis. Workers re-publish it every few seconds, so
 after Redis loses its data the tokens come back with no one acting.
+
+A republish must never bring a revoked token back. One lock (``lock_clients``: a
+PostgreSQL advisory lock, SQLite's writer lock) orders every change to the clients and
+every publish: a publish reads the clients and writes Redis while holding it, and a change
+takes it before it reads or writes and keeps it until it commits. So a worker that read
+the clients before a revoke has written Redis before that revoke commits, and every publish
+after the commit reads the revoked state. ``change_and_publish`` commits, then publishes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from redis import Redis
 from redis.typing import EncodableT, FieldT
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import false, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
-from shared.constants import PERMIT_TYPES, TOKENS_KEY, TOKENS_LOADED_KEY
+from shared.constants import (
+    PERMIT_TYPES,
+    TOKEN_SCOPES,
+    TOKENS_KEY,
+    TOKENS_LOADED_KEY,
+    TOKENS_LOCK_KEY,
+)
 from shared.errors import ClientExistsError, ClientNotFoundError, ConfigError
 from shared.models import ApiClient, utcnow
 from shared.tokens import ClientInfo, hash_token, new_token
 
 
-def create_client(session: Session, name: str, permit_type: str = "Standard") -> str:
+def create_client(
+    session: Session, name: str, permit_type: str = "Standard", scope: str = "push"
+) -> str:
     """Add an API client and return its new token (shown once, never stored)."""
     if permit_type not in PERMIT_TYPES:
         raise ConfigError(f"permit type must be one of {', '.join(PERMIT_TYPES)}")
+    if scope not in TOKEN_SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(TOKEN_SCOPES)}")
     if session.scalar(select(ApiClient.id).where(ApiClient.name == name)) is not None:
         raise ClientExistsError(f"an API client named {name!r} already exists")
     token = new_token()
-    session.add(ApiClient(name=name, permit_type=permit_type, token_sha256=hash_token(token)))
+    session.add(
+        ApiClient(name=name, permit_type=permit_type, scope=scope, token_sha256=hash_token(token))
+    )
     session.flush()
     return token
 
@@ -52,12 +74,55 @@ def list_clients(session: Session) -> list[ApiClient]:
     return list(session.scalars(select(ApiClient).order_by(ApiClient.name)))
 
 
+T = TypeVar("T")
+
+
+def lock_clients(session: Session) -> None:
+    """Hold other changes and publishes of the token set off until this transaction ends.
+
+    Call it first in the transaction, before any read: on SQLite the (empty) UPDATE is what
+    takes the writer lock and starts the transaction.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(TOKENS_LOCK_KEY)))
+    else:
+        session.execute(update(ApiClient).where(false()).values(name=ApiClient.name))
+
+
+def change_and_publish(
+    sessions: sessionmaker[Session], redis: Redis, change: Callable[[Session], T]
+) -> T:
+    """Apply ``change`` to the clients and commit it, then publish the token set.
+
+    The change holds the clients' lock until its commit; the publish reads the committed
+    state under the same lock. Redis should be checked first (the CLI does): a change
+    committed while Redis is away reaches the receivers with a worker's next republish.
+    """
+    with sessions.begin() as session:
+        lock_clients(session)
+        result = change(session)
+    with sessions() as session:
+        publish_tokens(session, redis)
+        session.commit()  # ends the transaction, and so the lock
+    return result
+
+
 def publish_tokens(session: Session, redis: Redis) -> int:
-    """Replace the token hash in Redis with the active clients; return how many."""
+    """Replace the token hash in Redis with the active clients; return how many.
+
+    Takes the clients' lock (``lock_clients``) for the rest of the caller's transaction:
+    the caller ends it (commit, rollback or closing the session) after this returns.
+    """
+    lock_clients(session)
     active = session.scalars(select(ApiClient).where(ApiClient.active.is_(True))).all()
     mapping: dict[FieldT, EncodableT] = {
         client.token_sha256: ClientInfo(
-            client.id, client.name, client.permit_type, client.rate_per_s, client.rate_burst
+            client.id,
+            client.name,
+            client.permit_type,
+            client.rate_per_s,
+            client.rate_burst,
+            client.scope,
         ).to_json()
         for client in active
     }

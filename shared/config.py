@@ -6,10 +6,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.constants import JOB_FAILURE_TTL_S
 from shared.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -54,7 +56,10 @@ class Settings:
     # private one when it is unset.
     prometheus_multiproc_dir: str = ""
     # Times carry no offset; the contract says they are UTC unless configured otherwise.
+    # A local time in a DST gap or overlap of this zone is refused (9007/9005).
     default_timezone: str = "UTC"
+    # The longest permit: an end time more than this many days after the start gets 9005.
+    max_permit_days: int = 366
     # A batch push (1..1000 permits) may be this large; single pushes keep max_body_bytes.
     max_batch_body_bytes: int = 2 * 1024 * 1024
     # Per-client token bucket (a client's own setting wins); 0 turns the limit off.
@@ -66,6 +71,8 @@ class Settings:
     read_threads: int = 4
     # Enforcement lookup: a permit still counts this many seconds after its end time.
     lookup_grace_s: int = 0
+    # Enforcement lookup: at most this many permits in one reply ("truncated": true beyond).
+    lookup_max_permits: int = 100
     # Browser pages allowed to call the API (CORS): "*" (any origin) or a comma-separated
     # list of origins such as "https://kiosk.example.net". Any origin is safe by default:
     # the token travels in the body or the Authorization header, never in a cookie, and
@@ -83,6 +90,9 @@ class Settings:
     # A batch keeps retrying an unreachable database this long before RQ's Retry backoff
     # takes it over.
     db_retry_s: float = 30.0
+    # A failed batch is moved into dead_letters this long after it failed, before RQ's
+    # failed registry drops it (JOB_FAILURE_TTL_S, 30 days) with its permits.
+    failed_dead_letter_s: int = 7 * 24 * 60 * 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
@@ -143,6 +153,11 @@ class Settings:
             raise ConfigError(
                 f"CORS_ALLOW_ORIGINS={self.cors_allow_origins!r}: * already allows any origin"
             )
+        if not 60 <= self.failed_dead_letter_s < JOB_FAILURE_TTL_S - 24 * 60 * 60:
+            raise ConfigError(
+                f"FAILED_DEAD_LETTER_S={self.failed_dead_letter_s!r} must be from 60 to a day"
+                f" less than RQ's failed-job lifetime ({JOB_FAILURE_TTL_S} s)"
+            )
         try:
             ZoneInfo(self.default_timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -160,6 +175,10 @@ class Settings:
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.default_timezone)
+
+    @property
+    def max_permit_duration(self) -> timedelta:
+        return timedelta(days=self.max_permit_days)
 
     @property
     def reads_database_url(self) -> str | None:
@@ -186,6 +205,8 @@ _AT_LEAST: dict[str, float] = {
     "rate_limit_burst": 1,
     "read_threads": 1,
     "lookup_grace_s": 0,
+    "lookup_max_permits": 1,
+    "max_permit_days": 1,
     "zone_cache_s": 0,
     "job_timeout_s": 1,
     "abandoned_job_s": 3,

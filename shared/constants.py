@@ -27,14 +27,27 @@ REFERENCE_TTL_S = DEDUP_TTL_S
 BATCH_PUSH_MAX = 1000
 # A finished batch job is kept for an hour so `rq info` and the dashboard can show it.
 JOB_RESULT_TTL_S = 60 * 60
+# RQ keeps a failed batch this long; workers dead-letter it FAILED_DEAD_LETTER_S after it
+# failed, before then (worker/expiry.py).
 JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60
+# The reason of a dead-lettered operation whose order number was another's: requeued with
+# a new number (any other dead-lettered operation keeps its own).
+OPERATION_CLASH_REASON = "order number clash"
 
 PERMIT_TYPES = ("Validator", "Temporary", "Standard")
+# What a token may do: push (the default) pushes, updates, deletes and reads its own
+# client's permits; enforcement (handhelds, cameras) looks up any plate and never pushes.
+PUSH_SCOPE, ENFORCEMENT_SCOPE = "push", "enforcement"
+TOKEN_SCOPES = (PUSH_SCOPE, ENFORCEMENT_SCOPE)
+# The enforcement lookup's ``at`` lies within this many days of now (about 10 years).
+LOOKUP_AT_RANGE_DAYS = 3653
 CURRENCIES = ("CAD", "USD")
 
 # Zones (shared/zones.py). PostgreSQL advisory lock that orders changes to zones and aliases
 # against the storing of disconnected permits; any fixed bigint, unique in the database.
 ZONE_CATALOG_LOCK_KEY = 0x7A6F6E6573  # "zones"
+# Orders changes to API clients against publishing the token set (shared/clients.py).
+TOKENS_LOCK_KEY = 0x746F6B656E73  # "tokens"
 # Disconnected permits linked per reconcile transaction: bounded memory and lock time.
 RECONCILE_BATCH_ROWS = 5000
 # A reconcile of millions of rows takes minutes; a batch job's timeout would kill it.

@@ -81,6 +81,7 @@ class ApiClient(Base):
         CheckConstraint(
             "permit_type IN ('Validator', 'Temporary', 'Standard')", name="permit_type"
         ),
+        CheckConstraint("scope IN ('push', 'enforcement')", name="scope"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -94,6 +95,9 @@ class ApiClient(Base):
     # Token bucket; null: the deployment's RATE_LIMIT_PER_S / RATE_LIMIT_BURST.
     rate_per_s: Mapped[float | None] = mapped_column(Float)
     rate_burst: Mapped[int | None] = mapped_column(Integer)
+    # push: pushes, updates, deletes and reads its own permits; enforcement: looks up any
+    # plate, never pushes (shared/constants.py TOKEN_SCOPES).
+    scope: Mapped[str] = mapped_column(String(20), default="push", server_default="push")
 
 
 class Zone(Base):
@@ -233,6 +237,8 @@ class PermitOperation(Base):
             postgresql_where=PARKED,
             sqlite_where=PARKED,
         ),
+        # The largest order number, which workers raise Redis's counter to.
+        Index("ix_permit_operations_seq", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Self, TypedDict
+from zoneinfo import ZoneInfo
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
 
@@ -50,6 +51,10 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # A time zone or offset applied to year 1 or 9999 can leave datetime's range (OverflowError
 # deep in an enqueue, failing a whole micro-batch): such times are refused up front.
 MIN_YEAR, MAX_YEAR = 2, 9998
+# A permit's start and end times lie in these years: a meter whose clock reset to 1970 or
+# a typo's year 2208 is refused (9007/9005), not stored as a permit no one will ever see.
+PERMIT_MIN_YEAR, PERMIT_MAX_YEAR = 2000, 2099
+PERMIT_TIME_RANGE = f"{PERMIT_MIN_YEAR}-01-01T00:00:00 to {PERMIT_MAX_YEAR}-12-31T23:59:59"
 
 
 def sent_token(body: Any) -> str | None:
@@ -114,6 +119,7 @@ class AttributeField(fields.Field):  # type: ignore[type-arg]
             "too_long": "Must be at most {max} characters.",
             "unstorable": "Must not contain NUL or unpaired surrogate characters.",
             "normal_too_long": "Must be at most {max} characters once normalised.",
+            "out_of_range": f"Must be a time from {PERMIT_TIME_RANGE}.",
         }
         super().__init__(
             allow_none=not kwargs.get("required", False), error_messages=messages, **kwargs
@@ -175,8 +181,8 @@ class TimestampField(AttributeField):
             moment = datetime.strptime(text, TIME_FORMAT)
         except ValueError:
             raise self.make_error("invalid") from None
-        if not in_supported_range(moment):
-            raise self.make_error("invalid")
+        if not PERMIT_MIN_YEAR <= moment.year <= PERMIT_MAX_YEAR:
+            raise self.make_error("out_of_range")
         return text, moment
 
 
@@ -287,10 +293,50 @@ class PermitSchema(Schema):
 _SCHEMA = PermitSchema()
 
 
-def load_permit(body: Any) -> PermitIn:
-    """Validate a decoded push body; raise InvalidPermitError keyed by the names as sent."""
+def load_permit(
+    body: Any, *, timezone: ZoneInfo | None = None, max_duration: timedelta | None = None
+) -> PermitIn:
+    """Validate a decoded push body; raise InvalidPermitError keyed by the names as sent.
+
+    ``timezone``: the deployment's (DEFAULT_TIMEZONE), in which a local time must name one
+    instant (``local_time_problem``). ``max_duration``: the longest permit (MAX_PERMIT_DAYS).
+    """
     permit: PermitIn = load_with_aliases(_SCHEMA, ALIASES, body)
+    errors: dict[str, list[Problem]] = {}
+    if timezone is not None:
+        for name, moment, code in (
+            ("startTime", permit.start, START_TIME_INVALID),
+            ("endTime", permit.end, END_TIME_INVALID),
+        ):
+            if (problem := local_time_problem(moment, timezone)) is not None:
+                errors[sent_name(body, name)] = [Problem(problem, code)]
+    if max_duration is not None and permit.end - permit.start > max_duration:
+        days = max_duration // timedelta(days=1)
+        message = f"Must be at most {days} days after the start time."
+        errors.setdefault(sent_name(body, "endTime"), []).append(Problem(message, END_TIME_INVALID))
+    if errors:
+        raise InvalidPermitError(errors)
     return permit
+
+
+def sent_name(body: Mapping[str, Any], name: str) -> str:
+    """The name under which ``body`` carries attribute ``name`` (the first alias present)."""
+    return next((alias for alias in ALIASES[name] if alias in body), name)
+
+
+def local_time_problem(moment: datetime, timezone: ZoneInfo) -> str | None:
+    """Why the naive ``moment`` names no single instant in ``timezone``; None if it does.
+
+    A time in a DST gap (the clocks skip it) does not exist; one in a DST overlap (the
+    clocks pass it twice) is ambiguous. Both are refused rather than guessed: a permit an
+    hour off is a wrongful ticket or a free hour.
+    """
+    early, late = moment.replace(tzinfo=timezone, fold=0), moment.replace(tzinfo=timezone, fold=1)
+    if early.utcoffset() == late.utcoffset():
+        return None
+    if early.astimezone(UTC).astimezone(timezone).replace(tzinfo=None) != moment:
+        return f"Does not exist in {timezone.key}: the clocks skip it (daylight saving time)."
+    return f"Is ambiguous in {timezone.key}: the clocks pass it twice (daylight saving time)."
 
 
 def load_with_aliases(schema: Schema, aliases: Mapping[str, tuple[str, ...]], body: Any) -> Any:

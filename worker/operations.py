@@ -29,11 +29,14 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from redis import Redis
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
+from shared import opseq
+from shared.constants import OPERATION_CLASH_REASON
 from shared.db import insert_ignoring_duplicates
-from shared.models import Permit, PermitOperation, utcnow
+from shared.models import DeadLetter, Permit, PermitOperation, utcnow
 from shared.operations import OperationJob
 
 log = structlog.get_logger(__name__)
@@ -65,7 +68,12 @@ def apply_batch(session: Session, operations: Sequence[OperationJob]) -> DrainRe
 
 
 def record_operations(session: Session, operations: Sequence[OperationJob]) -> None:
-    """Commit each operation as parked; one already recorded (a re-run job) is skipped."""
+    """Commit each operation as parked; one already recorded (a re-run job) is skipped.
+
+    Another operation already recorded under the same (reference id, seq), a clash, is
+    never skipped silently: it is dead-lettered, with an error logged (``failed list``
+    shows it, ``failed requeue`` applies it with a new number).
+    """
     rows = [
         {
             "reference_id": op["reference_id"],
@@ -83,6 +91,62 @@ def record_operations(session: Session, operations: Sequence[OperationJob]) -> N
         # Unique on (reference id, seq): a re-run job records nothing twice.
         statement = insert_ignoring_duplicates(session, PermitOperation, ["reference_id", "seq"])
         session.execute(statement, rows)
+        _dead_letter_clashes(session, operations)
+
+
+def _dead_letter_clashes(session: Session, operations: Sequence[OperationJob]) -> None:
+    """Dead-letter each operation whose (reference id, seq) holds another operation."""
+    keys = [(op["reference_id"], op["seq"]) for op in operations]
+    recorded = {
+        (row.reference_id, row.seq): row
+        for row in session.scalars(
+            select(PermitOperation).where(
+                tuple_(PermitOperation.reference_id, PermitOperation.seq).in_(keys)
+            )
+        )
+    }
+    for op in operations:
+        row = recorded.get((op["reference_id"], op["seq"]))
+        if row is None or _same_operation(row, op):
+            continue
+        log.error(
+            "operation_seq_clash",
+            reference_id=op["reference_id"],
+            seq=op["seq"],
+            action="dead-lettered; permit-push failed requeue applies it with a new number",
+        )
+        session.add(
+            DeadLetter(
+                reference_id=op["reference_id"],
+                payload=dict(op),
+                reason=(
+                    f"{OPERATION_CLASH_REASON}: seq {op['seq']} of this permit is another "
+                    f"operation's; this {op['kind']} was not applied"
+                ),
+            )
+        )
+
+
+def _same_operation(row: PermitOperation, op: OperationJob) -> bool:
+    """Whether ``row`` is ``op`` recorded before (a re-run job), not another operation."""
+    return (
+        row.client_id == op["client_id"]
+        and row.kind == op["kind"]
+        and dict(row.changes) == dict(op["changes"])
+        and _aware(row.received_at) == datetime.fromisoformat(op["received_at"])
+    )
+
+
+def raise_operation_counter(session: Session, redis: Redis) -> int | None:
+    """Raise Redis's order counter above the largest number the database holds.
+
+    The receivers' floor is their clock (shared/opseq.py); this covers a clock that ran
+    ahead, after Redis lost its counter. Returns the database's largest number.
+    """
+    top = session.scalar(select(func.max(PermitOperation.seq)))
+    if top is not None:
+        opseq.raise_to(redis, int(top))
+    return top
 
 
 def drain(session: Session, reference_ids: Iterable[str]) -> DrainResult:

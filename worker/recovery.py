@@ -22,6 +22,9 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now
 
+from worker.context import get_context
+from worker.expiry import dead_letter_old_failures
+
 log = structlog.get_logger(__name__)
 
 
@@ -47,9 +50,18 @@ class HeartbeatWorker(SimpleWorker):
             if queue.acquire_maintenance_lock():
                 try:
                     self._rescue_intermediate(queue)
+                    self._dead_letter_old_failures(queue)
                 finally:
                     queue.release_maintenance_lock()  # type: ignore[no-untyped-call]
         super().clean_registries()  # type: ignore[no-untyped-call]
+
+    def _dead_letter_old_failures(self, queue: Queue) -> None:
+        """Failed batches into dead_letters before RQ expires them (worker/expiry.py)."""
+        context = get_context()
+        try:
+            dead_letter_old_failures(queue, context.sessions, context.settings.failed_dead_letter_s)
+        except Exception as exc:  # the database away: the next maintenance tries again
+            log.warning("failed_batch_dead_letter_failed", error=type(exc).__name__)
 
     def _rescue_intermediate(self, queue: Queue) -> None:
         intermediate = queue.intermediate_queue

@@ -23,6 +23,7 @@ from shared.config import Settings
 from shared.queue import permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
+from worker.operations import raise_operation_counter
 from worker.recovery import HeartbeatWorker
 from worker.stats import publish_database_counts
 
@@ -44,6 +45,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     publishers = [
         Periodic("tokens_publish", settings.token_publish_s, partial(_tokens, context, side_redis)),
         Periodic("stats_publish", settings.stats_publish_s, partial(_stats, context, side_redis)),
+        Periodic("opseq_floor", settings.token_publish_s, partial(_opseq, context, side_redis)),
     ]
     for publisher in publishers:
         publisher.run_once()  # the receiver can authenticate before the first interval
@@ -101,11 +103,19 @@ def _tokens(context: WorkerContext, redis: Redis) -> None:
     """Re-publish the active clients' token hashes.
 
     Redis may restart without its data; this brings the tokens back within one interval
-    with no one acting.
+    with no one acting. The read and the write happen under the clients' lock, released
+    as the session closes: a revoke waits for it, so this never brings a revoked token
+    back (shared/clients.py).
     """
     with context.sessions() as session:
         count = publish_tokens(session, redis)
     log.debug("tokens_published", clients=count)
+
+
+def _opseq(context: WorkerContext, redis: Redis) -> None:
+    """Keep Redis's order counter above the database's largest order number."""
+    with context.sessions() as session:
+        raise_operation_counter(session, redis)
 
 
 def _stats(context: WorkerContext, redis: Redis, *, force: bool = False) -> None:

@@ -179,9 +179,9 @@ async def test_a_batch_checks_tokens_before_validating_anything(
     client, token = await make_client(aiohttp_client, pg_settings, pg_sessions, real_redis)
     validated: list[object] = []
 
-    def counting_load(body: Any) -> Any:
+    def counting_load(body: Any, **limits: Any) -> Any:
         validated.append(body)
-        return load_permit(body)
+        return load_permit(body, **limits)
 
     monkeypatch.setattr("ingest.push.load_permit", counting_load)
     strangers = [make_payload(apiToken=f"unknown-{i}") for i in range(BATCH_PUSH_MAX)]
