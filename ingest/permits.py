@@ -13,11 +13,19 @@ from ingest.operation_enqueuer import OperationItem
 from ingest.read_store import ReadStore
 from ingest.state import OPERATION_BATCHER, READ_STORE, REDIS, SETTINGS
 from shared.codes import END_TIME_INVALID, INVALID
-from shared.constants import ENFORCEMENT_SCOPE, LOOKUP_AT_RANGE_DAYS, REFERENCE_KEY_PREFIX
+from shared.constants import ENFORCEMENT_SCOPE, REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
 from shared.lookup import load_lookup
 from shared.operations import OperationKind, is_reference_id, load_operation
-from shared.schemas import InvalidPermitError, Problem, local_time_problem, sent_name
+from shared.schemas import (
+    PERMIT_MAX_YEAR,
+    PERMIT_MIN_YEAR,
+    PERMIT_TIME_RANGE,
+    InvalidPermitError,
+    Problem,
+    local_time_problem,
+    sent_name,
+)
 from shared.tokens import ClientInfo
 
 
@@ -69,11 +77,12 @@ async def active_permits(request: web.Request) -> web.Response:
     client = await authenticate_bearer(request)
     settings = request.app[SETTINGS]
     query = load_lookup(request.query)
-    now = datetime.now(UTC)
-    at = query.at or now
+    at = query.at or datetime.now(UTC)
     at = (at if at.tzinfo is not None else at.replace(tzinfo=settings.timezone)).astimezone(UTC)
-    if abs(at - now) > timedelta(days=LOOKUP_AT_RANGE_DAYS):
-        raise InvalidPermitError({"at": [Problem("Must be within 10 years of now.", INVALID)]})
+    # The range a permit's times may lie in: a lookup outside it can match nothing. A bound
+    # fixed in the calendar, not relative to now, so what is valid today stays valid.
+    if not PERMIT_MIN_YEAR <= at.year <= PERMIT_MAX_YEAR:
+        raise InvalidPermitError({"at": [Problem(f"Must lie in {PERMIT_TIME_RANGE}.", INVALID)]})
     grace = timedelta(seconds=settings.lookup_grace_s)
     # A push token sees its own client's permits only; an enforcement token every client's.
     owner = None if client.scope == ENFORCEMENT_SCOPE else client.id

@@ -39,8 +39,6 @@ PERMIT_TYPES = ("Validator", "Temporary", "Standard")
 # client's permits; enforcement (handhelds, cameras) looks up any plate and never pushes.
 PUSH_SCOPE, ENFORCEMENT_SCOPE = "push", "enforcement"
 TOKEN_SCOPES = (PUSH_SCOPE, ENFORCEMENT_SCOPE)
-# The enforcement lookup's ``at`` lies within this many days of now (about 10 years).
-LOOKUP_AT_RANGE_DAYS = 3653
 CURRENCIES = ("CAD", "USD")
 
 # Zones (shared/zones.py). PostgreSQL advisory lock that orders changes to zones and aliases
