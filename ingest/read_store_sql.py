@@ -30,6 +30,7 @@ from sqlalchemy import (
     make_url,
     or_,
     select,
+    tuple_,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -38,7 +39,7 @@ from ingest.read_store import PermitStatus
 from shared.config import Settings
 from shared.db import make_engine
 from shared.errors import ReadsUnavailableError
-from shared.models import DeadLetter, Permit, PermitOperation, Zone, ZoneAlias
+from shared.models import DeadLetter, Permit, PermitAlias, PermitOperation, Zone, ZoneAlias
 from shared.normalize import normalize_zone
 
 T = TypeVar("T")
@@ -101,15 +102,31 @@ class SqlReadStore:
         )
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
-        """Owning client of each stored id (synchronous: the enqueue thread calls it)."""
+        """Owning client of each stored id or alias (synchronous: the enqueue thread calls it)."""
         rows = self.run_sync(
             lambda session: session.execute(
-                select(Permit.reference_id, Permit.client_id).where(
-                    Permit.reference_id.in_(reference_ids)
+                select(Permit.reference_id, Permit.client_id)
+                .where(Permit.reference_id.in_(reference_ids))
+                .union_all(
+                    select(PermitAlias.reference_id, PermitAlias.client_id).where(
+                        PermitAlias.reference_id.in_(reference_ids)
+                    )
                 )
             ).all()
         )
         return {reference_id: client_id for reference_id, client_id in rows}
+
+    def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
+        """The reference id stored for each (client id, fingerprint) found: ONE query for
+        a micro-batch (synchronous: the enqueue thread calls it)."""
+        rows = self.run_sync(
+            lambda session: session.execute(
+                select(Permit.client_id, Permit.fingerprint, Permit.reference_id).where(
+                    tuple_(Permit.client_id, Permit.fingerprint).in_(fingerprints)
+                )
+            ).all()
+        )
+        return {(client_id, str(fingerprint)): ref for client_id, fingerprint, ref in rows}
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -139,6 +156,13 @@ def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:
 
 def status_of(session: Session, client_id: int, reference_id: str) -> PermitStatus | None:
     permit = session.scalar(select(Permit).where(Permit.reference_id == reference_id))
+    if permit is None:  # a second reference id of a stored permit names it too
+        first = session.scalar(
+            select(PermitAlias.permit_reference_id).where(PermitAlias.reference_id == reference_id)
+        )
+        if first is not None:
+            reference_id = first
+            permit = session.scalar(select(Permit).where(Permit.reference_id == first))
     if permit is not None:
         if permit.client_id != client_id:
             return None  # another client's permit: as if it did not exist

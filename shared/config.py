@@ -46,6 +46,13 @@ class Settings:
     # Backpressure: above this many batch jobs waiting (queued plus scheduled retries) the
     # receiver answers 503; 0 turns the limit off. docs/reliability.md has the sizing.
     max_queue_depth: int = 20_000
+    # Redis answers resends with their first reference id this long (the first may still be
+    # queued or just stored); past it the database does, one read per micro-batch.
+    dedup_window_s: int = 15 * 60
+    # Above this share of Redis's maxmemory the receiver answers 503 (0: off; no maxmemory
+    # set: off too). Read every REDIS_MEMORY_CHECK_S, never per request.
+    redis_memory_share: float = 0.9
+    redis_memory_check_s: float = 1.0
     # Reply only once Redis has fsynced the batch: off | waitaof | auto (WAITAOF needs
     # Redis >= 7.2 with appendonly yes; auto falls back to the acknowledgement alone).
     durable_ack: str = "off"
@@ -182,6 +189,8 @@ _AT_LEAST: dict[str, float] = {
     "retry_after_s": 1,
     "token_cache_s": 0,
     "max_queue_depth": 0,
+    "dedup_window_s": 60,
+    "redis_memory_share": 0,
     "rate_limit_per_s": 0,
     "rate_limit_burst": 1,
     "read_threads": 1,
@@ -193,4 +202,4 @@ _AT_LEAST: dict[str, float] = {
     "db_retry_s": 0,
 }
 # Timeouts and intervals: 0 would mean "never wait" or a busy loop.
-_ABOVE_ZERO = ("redis_timeout_s", "token_publish_s", "stats_publish_s")
+_ABOVE_ZERO = ("redis_timeout_s", "token_publish_s", "stats_publish_s", "redis_memory_check_s")
