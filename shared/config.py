@@ -83,6 +83,10 @@ class Settings:
     stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
     zone_cache_s: float = 5.0
     job_timeout_s: int = 300
+    # A finished batch job (and its result) is kept this long for `rq info` and the
+    # dashboard; docs/performance.md has the measurement behind the default (0 costs more
+    # Redis commands per job: RQ then deletes the job field by field).
+    job_result_ttl_s: int = 60
     # A batch whose worker stopped heart-beating this long ago is run again (RQ's
     # StartedJobRegistry clean-up); workers look for such batches this often.
     abandoned_job_s: int = 30
@@ -197,6 +201,7 @@ _AT_LEAST: dict[str, float] = {
     "lookup_grace_s": 0,
     "zone_cache_s": 0,
     "job_timeout_s": 1,
+    "job_result_ttl_s": 0,
     "abandoned_job_s": 3,
     "maintenance_interval_s": 1,
     "db_retry_s": 0,

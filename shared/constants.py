@@ -31,8 +31,6 @@ DB_STATS_LOCK_KEY = KEY_PREFIX + "stats:db:lock"  # one worker counts per interv
 REFERENCE_TTL_S = 24 * 60 * 60
 # A batch push carries 1 to this many permits.
 BATCH_PUSH_MAX = 1000
-# A finished batch job is kept for an hour so `rq info` and the dashboard can show it.
-JOB_RESULT_TTL_S = 60 * 60
 JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60
 
 PERMIT_TYPES = ("Validator", "Temporary", "Standard")
