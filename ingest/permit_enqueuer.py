@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import structlog
+from redis.exceptions import NoScriptError
 
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB, SEEN_BUCKETS, SEEN_KEY_PREFIX
@@ -159,7 +161,7 @@ class PermitEnqueuer:
         self._max_depth = settings.max_queue_depth
         self._window_s = settings.dedup_window_s
         self._depth_keys = (writer.queue.key, writer.queue.scheduled_job_registry.key)
-        self._claim = self.redis.register_script(CLAIM_SCRIPT)
+        self._claim_sha = hashlib.sha1(CLAIM_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._first_ids = first_ids
         self._memory = memory
 
@@ -214,13 +216,7 @@ class PermitEnqueuer:
                 candidate.bytes,
                 claim.field,
             ]
-        with self.redis.pipeline(transaction=False) as pipe:
-            if self._max_depth:
-                # The queue depth rides in the same round trip: backpressure costs nothing.
-                pipe.llen(self._depth_keys[0])
-                pipe.zcard(self._depth_keys[1])
-            self._claim(keys=keys, args=args, client=pipe)
-            replies = pipe.execute()
+        replies = self._run_claim(keys, args)
         if self._max_depth:
             queued, scheduled, previous = replies
             if queued + scheduled >= self._max_depth:
@@ -243,6 +239,26 @@ class PermitEnqueuer:
             else:
                 outcomes.append(str(UUID(bytes=prior)))
         return outcomes, new
+
+    def _run_claim(self, keys: list[str], args: list[bytes | str | int]) -> list[Any]:
+        """The queue depth and the claim script in ONE round trip (EVALSHA; redis-py's
+        Script in a pipeline would add a SCRIPT EXISTS round trip to every batch). A Redis
+        that does not know the script (restarted, flushed with SCRIPT FLUSH) refuses it
+        before running anything: load it and run the round trip again."""
+        for attempt in (1, 2):
+            with self.redis.pipeline(transaction=False) as pipe:
+                if self._max_depth:
+                    # The queue depth rides in the same round trip: backpressure costs nothing.
+                    pipe.llen(self._depth_keys[0])
+                    pipe.zcard(self._depth_keys[1])
+                pipe.evalsha(self._claim_sha, len(keys), *keys, *args)
+                try:
+                    return list(pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+            self.redis.script_load(CLAIM_SCRIPT)
+        raise AssertionError("unreachable")
 
     def _from_database(
         self,

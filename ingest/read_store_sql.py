@@ -52,6 +52,7 @@ class SqlReadStore:
         threads = settings.read_threads
         self._engine = _read_engine(settings, database_url, threads)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="reads")
+        self._first_id_timeout_s = settings.dedup_read_timeout_s
         # Each read thread keeps its own connection: checking one out of the pool and
         # back for every lookup cost more than the indexed query itself (measured).
         self._local = threading.local()
@@ -118,14 +119,14 @@ class SqlReadStore:
 
     def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
         """The reference id stored for each (client id, fingerprint) found: ONE query for
-        a micro-batch (synchronous: the enqueue thread calls it)."""
-        rows = self.run_sync(
-            lambda session: session.execute(
-                select(Permit.client_id, Permit.fingerprint, Permit.reference_id).where(
-                    tuple_(Permit.client_id, Permit.fingerprint).in_(fingerprints)
-                )
-            ).all()
+        a micro-batch, on the read pool. The enqueue thread waits at most
+        DEDUP_READ_TIMEOUT_S: a hung database must not hold up pushes (TimeoutError; the
+        new ids stand and the worker aliases them)."""
+        query = select(Permit.client_id, Permit.fingerprint, Permit.reference_id).where(
+            tuple_(Permit.client_id, Permit.fingerprint).in_(fingerprints)
         )
+        future = self._executor.submit(self.run_sync, lambda session: session.execute(query).all())
+        rows = future.result(timeout=self._first_id_timeout_s)
         return {(client_id, str(fingerprint)): ref for client_id, fingerprint, ref in rows}
 
     def close(self) -> None:

@@ -49,6 +49,9 @@ class Settings:
     # Redis answers resends with their first reference id this long (the first may still be
     # queued or just stored); past it the database does, one read per micro-batch.
     dedup_window_s: int = 15 * 60
+    # The enqueue waits this long at most for that read (a hung database must not stall
+    # pushes: the push is accepted with a new id, which the worker makes an alias).
+    dedup_read_timeout_s: float = 0.5
     # Above this share of Redis's maxmemory the receiver answers 503 (0: off; no maxmemory
     # set: off too). Read every REDIS_MEMORY_CHECK_S, never per request.
     redis_memory_share: float = 0.9
@@ -207,4 +210,10 @@ _AT_LEAST: dict[str, float] = {
     "db_retry_s": 0,
 }
 # Timeouts and intervals: 0 would mean "never wait" or a busy loop.
-_ABOVE_ZERO = ("redis_timeout_s", "token_publish_s", "stats_publish_s", "redis_memory_check_s")
+_ABOVE_ZERO = (
+    "redis_timeout_s",
+    "token_publish_s",
+    "stats_publish_s",
+    "redis_memory_check_s",
+    "dedup_read_timeout_s",
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -180,6 +181,34 @@ async def test_resend_while_the_database_is_away_becomes_an_alias_of_the_first(
     assert body["permit"]["Amount"] == "30.00"
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Permit)) == 1
+
+
+async def test_a_redis_without_the_claim_script_loads_it_and_answers(
+    client: TestClient, redis: fakeredis.FakeRedis, token: str
+) -> None:
+    _, first = await push(client, token)
+    redis.script_flush()  # as after a Redis restart
+    status, again = await push(client, token)
+    assert (status, again["reference_id"]) == (200, first["reference_id"])
+
+
+async def test_a_hung_database_does_not_hold_up_pushes(
+    aiohttp_client: Callable[..., Any],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+) -> None:
+    quick = dataclasses.replace(settings, dedup_read_timeout_s=0.2)
+    client = await aiohttp_client(create_app(quick, redis=redis))
+    def hung(self: SqlReadStore, query: Callable[[Session], Any]) -> Any:
+        time.sleep(2)  # longer than the timeout; the read thread is simply held
+        raise ReadsUnavailableError("hung")
+
+    started = time.monotonic()
+    with mock.patch.object(SqlReadStore, "run_sync", hung):
+        status, body = await push(client, token)
+    assert status == 200, body
+    assert time.monotonic() - started < 1.5
 
 
 async def test_redis_holds_small_hash_buckets_for_the_window_only(
