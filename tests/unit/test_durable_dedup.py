@@ -200,6 +200,7 @@ async def test_a_hung_database_does_not_hold_up_pushes(
 ) -> None:
     quick = dataclasses.replace(settings, dedup_read_timeout_s=0.2)
     client = await aiohttp_client(create_app(quick, redis=redis))
+
     def hung(self: SqlReadStore, query: Callable[[Session], Any]) -> Any:
         time.sleep(2)  # longer than the timeout; the read thread is simply held
         raise ReadsUnavailableError("hung")
