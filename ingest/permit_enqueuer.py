@@ -40,6 +40,9 @@ FirstIdLookup = Callable[[list[tuple[int, str]]], dict[tuple[int, str], str]]
 # Is Redis past its memory share? Raises QueueFullError if so (ingest.memory.RedisMemory).
 MemoryCheck = Callable[[], None]
 
+# After a failed (or timed-out) first-id read, batches skip the database this long.
+DATABASE_RETRY_S = 5.0
+
 # One call per batch. Per item, ARGV holds: kind (1: with an Idempotency-Key), the
 # fingerprint's field, the key's field (or ""), the candidate id, the short fingerprint;
 # KEYS holds the current and previous slot's bucket of the fingerprint, then of the key.
@@ -163,6 +166,7 @@ class PermitEnqueuer:
         self._depth_keys = (writer.queue.key, writer.queue.scheduled_job_registry.key)
         self._claim_sha = hashlib.sha1(CLAIM_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._first_ids = first_ids
+        self._database_back_at = 0.0  # monotonic time before which the read is skipped
         self._memory = memory
 
     def enqueue(self, items: list[PushItem]) -> list[str | Exception]:
@@ -275,11 +279,14 @@ class PermitEnqueuer:
         stored: set[int] = set()
         if self._first_ids is None:
             return stored
+        if time.monotonic() < self._database_back_at:
+            return stored  # it failed a moment ago: do not make every batch wait for it
         wanted = {(items[i].client.id, claims[i].fingerprint) for i in new}
         try:
             found = self._first_ids(sorted(wanted))
         except Exception as exc:
             log.warning("first_id_lookup_failed", error=type(exc).__name__)
+            self._database_back_at = time.monotonic() + DATABASE_RETRY_S
             return stored
         if not found:
             return stored
