@@ -53,15 +53,15 @@ async def push(
 
 @contextlib.contextmanager
 def counting_reads() -> Iterator[list[object]]:
-    """Every database read the receiver makes meanwhile (SqlReadStore.run_sync)."""
+    """Every first-id read the receiver makes meanwhile (its keys)."""
     calls: list[object] = []
-    original = SqlReadStore.run_sync
+    original = SqlReadStore._first_ids_sync
 
-    def counted(self: SqlReadStore, query: Callable[[Session], Any]) -> Any:
-        calls.append(query)
-        return original(self, query)
+    def counted(self: SqlReadStore, keys: list[tuple[int, str]]) -> Any:
+        calls.append(keys)
+        return original(self, keys)
 
-    with mock.patch.object(SqlReadStore, "run_sync", counted):
+    with mock.patch.object(SqlReadStore, "_first_ids_sync", counted):
         yield calls
 
 
@@ -114,7 +114,7 @@ async def test_resend_past_the_window_is_answered_by_one_read_per_batch(
             push(client, token, permitNo="NEW"),
         )
     assert [reply["reference_id"] for _, reply in replies[:5]] == refs
-    assert len(calls) == 1  # one read for the batch, for the six permits Redis did not know
+    assert [len(keys) for keys in calls] == [6]  # ONE read, for the six Redis did not know
     run_all(redis)
     assert len(rows(sessions)) == 6
 
@@ -150,7 +150,8 @@ async def test_resend_while_the_database_is_away_becomes_an_alias_of_the_first(
     _, first = await push(client, token)
     run_all(redis)
     forget(redis)
-    with mock.patch.object(SqlReadStore, "run_sync", side_effect=ReadsUnavailableError("away")):
+    away = ReadsUnavailableError("away")
+    with mock.patch.object(SqlReadStore, "_first_ids_sync", side_effect=away):
         status, second = await push(client, token)
     assert status == 200
     first_id, second_id = first["reference_id"], second["reference_id"]
@@ -201,12 +202,12 @@ async def test_a_hung_database_does_not_hold_up_pushes(
     quick = dataclasses.replace(settings, dedup_read_timeout_s=0.2)
     client = await aiohttp_client(create_app(quick, redis=redis))
 
-    def hung(self: SqlReadStore, query: Callable[[Session], Any]) -> Any:
+    def hung(self: SqlReadStore, keys: list[tuple[int, str]]) -> Any:
         time.sleep(2)  # longer than the timeout; the read thread is simply held
         raise ReadsUnavailableError("hung")
 
     started = time.monotonic()
-    with mock.patch.object(SqlReadStore, "run_sync", hung):
+    with mock.patch.object(SqlReadStore, "_first_ids_sync", hung):
         status, body = await push(client, token)
     assert status == 200, body
     assert time.monotonic() - started < 1.5
