@@ -10,6 +10,7 @@ from redis import Redis
 
 from ingest.auth import AuthFailures
 from ingest.cors import setup_cors
+from ingest.memory import RedisMemory
 from ingest.metrics import ReceiverMetrics
 from ingest.microbatch import MicroBatcher
 from ingest.middlewares import error_middleware, metrics_middleware, request_id_middleware
@@ -59,7 +60,15 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
     app[AUTH_FAILURES] = AuthFailures()
     writer = await asyncio.to_thread(JobWriter.connect, redis, settings)
-    enqueuer = PermitEnqueuer(writer, settings)
+    memory = RedisMemory(redis, settings)
+    await memory.start()
+    reads = _open_read_store(settings)
+    enqueuer = PermitEnqueuer(
+        writer,
+        settings,
+        first_ids=reads.first_ids if reads is not None else None,
+        memory=memory.check,
+    )
     app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)
     app[PERMIT_BATCHER] = MicroBatcher(
         "enqueue-permits",
@@ -69,7 +78,6 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
         concurrency=settings.enqueue_concurrency,
     )
     app[LIMITER] = RateLimiter(redis, settings)
-    reads = _open_read_store(settings)
     app[READ_STORE] = reads if reads is not None else NoDatabase()
     operations = OperationEnqueuer(writer, settings, reads.owners if reads is not None else None)
     # Updates and deletes share the micro-batching machinery (their own batches and job).
@@ -87,6 +95,7 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     await app[PERMIT_BATCHER].close()
     await app[OPERATION_BATCHER].close()
     await app[LIMITER].close()
+    await memory.stop()
     app[READ_STORE].close()
     redis.close()
 

@@ -140,6 +140,7 @@ class QueueCollector(Collector):
         for worker in stats.workers:
             workers.add_metric([worker.name, worker.queues, worker.state], 1)
         families: list[Metric] = [jobs, lag, workers]
+        families += self._memory()
         permits = stats.permits
         published: list[tuple[Callable[..., Metric], str, str, int | None]] = [
             (
@@ -165,6 +166,26 @@ class QueueCollector(Collector):
             if figure is not None:  # not published (yet, or any more): no series, not 0
                 families.append(family(name, documentation, value=figure))
         return families
+
+    def _memory(self) -> list[Metric]:
+        """Redis used_memory and maxmemory: one INFO per scrape (none if Redis refuses it)."""
+        try:
+            info = self._redis.info("memory")
+        except RedisError as exc:
+            log.warning("redis_memory_unavailable", error=type(exc).__name__)
+            return []
+        return [
+            GaugeMetricFamily(
+                "permit_push_redis_memory_used_bytes",
+                "Redis used_memory (INFO memory).",
+                value=int(info.get("used_memory", 0)),
+            ),
+            GaugeMetricFamily(
+                "permit_push_redis_memory_max_bytes",
+                "Redis maxmemory (0: no limit); pushes get 503 past REDIS_MEMORY_SHARE of it.",
+                value=int(info.get("maxmemory", 0)),
+            ),
+        ]
 
 
 def prepare_multiprocess_dir(path: str) -> None:

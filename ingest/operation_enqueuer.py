@@ -8,9 +8,9 @@ is two Redis round trips however many operations it carries:
 2. one MULTI that enqueues the operations as ONE RQ job.
 
 What the receiver can know without the database: Redis holds the owner of every
-reference id issued in the last REFERENCE_TTL_S (24 h). An id owned by another client is
-refused at once (9009). An id Redis no longer knows is checked in the database when the
-receiver has one (``SqlReadStore``); without one it is enqueued with
+reference id whose create is still queued (the worker deletes it once stored). An id owned
+by another client is refused at once (9009). An id Redis does not know is checked in the
+database when the receiver has one (``SqlReadStore``); without one it is enqueued with
 ``create_expected=False`` and the worker decides, recording "not found" for the status
 endpoint. Ordering is the worker's job: see worker/operations.py.
 """
@@ -66,13 +66,10 @@ class OperationEnqueuer:
         in_database = self._database_owners(unknown)
         outcomes: list[str | Exception] = []
         jobs: list[OperationJob] = []
-        confirmed: dict[str, int] = {}
         for item, seq, owner in zip(items, seqs, owners, strict=True):
             reference_id = item.operation.reference_id
             if owner is None and in_database is not None:
                 owner = in_database.get(reference_id)
-                if owner == item.client.id:
-                    confirmed[reference_id] = owner
             if owner is not None and owner != item.client.id:
                 outcomes.append(RecordNotFoundError(reference_id))  # not this client's
             elif owner is None and in_database is not None:
@@ -82,12 +79,14 @@ class OperationEnqueuer:
                 jobs.append(self._to_job(item, seq, create_expected=owner is not None))
                 outcomes.append(reference_id)
         if jobs:
-            # Owners found in the database go back to Redis with the job.
+            # Owners found in the database are NOT written back to Redis: the database
+            # answers for stored permits (an owner key per update, kept a day, would cost
+            # Redis what the create no longer does).
             self.writer.write(
                 APPLY_OPERATIONS_JOB,
                 {"operations": jobs},
                 f"apply_operations({len(jobs)} operations)",
-                confirmed,
+                {},
             )
         return outcomes
 

@@ -2,27 +2,97 @@
 
 Runs in a worker thread: RQ and this Redis client are synchronous and must stay off the
 event loop.
+
+The first reference id of a resend comes from Redis while the first send may still be
+queued or was just stored (DEDUP_WINDOW_S), and from the database after that: one read per
+micro-batch, only for the permits Redis did not know. Redis keeps the window in small hash
+buckets (``ingest:seen:<slot>:<bucket>``), each entry a 16-byte digest and a 16-byte id:
+one slot per window, two slots alive, so an entry is found for one to two windows.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
+import structlog
+from redis.exceptions import NoScriptError
+
 from shared.config import Settings
-from shared.constants import (
-    DEDUP_KEY_PREFIX,
-    DEDUP_TTL_S,
-    IDEMPOTENCY_KEY_PREFIX,
-    PERSIST_PERMITS_JOB,
-)
+from shared.constants import PERSIST_PERMITS_JOB, SEEN_BUCKETS, SEEN_KEY_PREFIX
 from shared.errors import IdempotencyConflictError, QueueFullError
+from shared.fingerprint import permit_fingerprint
 from shared.queue import JobWriter
 from shared.schemas import PermitIn, PermitJob
 from shared.tokens import ClientInfo
+
+log = structlog.get_logger(__name__)
+
+# (client id, fingerprint) pairs -> the reference id stored for each one found; raises
+# when the database cannot answer (SqlReadStore.first_ids).
+FirstIdLookup = Callable[[list[tuple[int, str]]], dict[tuple[int, str], str]]
+# Is Redis past its memory share? Raises QueueFullError if so (ingest.memory.RedisMemory).
+MemoryCheck = Callable[[], None]
+
+# After a failed (or timed-out) first-id read, batches skip the database this long.
+DATABASE_RETRY_S = 5.0
+
+# One call per batch. Per item, ARGV holds: kind (1: with an Idempotency-Key), the
+# fingerprint's field, the key's field (or ""), the candidate id, the short fingerprint;
+# KEYS holds the current and previous slot's bucket of the fingerprint, then of the key.
+# Replies per item: "" (new: the candidate is claimed), 16 bytes (the first id), "C"
+# (the key was used with another body).
+CLAIM_SCRIPT = """
+local expire_at = tonumber(ARGV[1])
+local out = {}
+local k, a = 1, 2
+local function find(cur, prev, field)
+  local v = redis.call('HGET', cur, field)
+  if not v then v = redis.call('HGET', prev, field) end
+  return v
+end
+local function put(key, field, value)
+  redis.call('HSET', key, field, value)
+  redis.call('EXPIREAT', key, expire_at)
+end
+for i = 1, tonumber(ARGV[2]) do
+  local kind, fp, idem, candidate, short = ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5]
+  a = a + 5
+  local fcur, fprev = KEYS[k], KEYS[k+1]
+  k = k + 2
+  local reply = nil
+  local ref = nil
+  if kind == '1' then
+    local icur, iprev = KEYS[k], KEYS[k+1]
+    k = k + 2
+    local used = find(icur, iprev, idem)
+    if used then
+      if string.sub(used, 17) ~= short then
+        reply = 'C'
+      else
+        ref = string.sub(used, 1, 16)
+      end
+    end
+    if not reply then
+      if not ref then ref = find(fcur, fprev, fp) end
+      if ref then reply = ref else reply = '' ; ref = candidate end
+      put(icur, idem, ref .. short)
+      put(fcur, fp, ref)
+    end
+  else
+    ref = find(fcur, fprev, fp)
+    if ref then reply = ref else reply = '' ; put(fcur, fp, candidate) end
+  end
+  out[i] = reply
+end
+return out
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,43 +107,84 @@ class PushItem:
     def fingerprint(self) -> str:
         """The same permit from the same client gives the same fingerprint (plate normalised)."""
         p = self.permit
-        canonical = "\x1f".join(
-            str(part)
-            for part in (
-                self.client.id,
-                p.plate_normalized,
-                p.start_raw,
-                p.end_raw,
-                p.amount,
-                p.currency,
-                p.permit_no,
-                p.zone_normalized,
-            )
+        return permit_fingerprint(
+            self.client.id,
+            p.plate_normalized,
+            p.start_raw,
+            p.end_raw,
+            p.amount,
+            p.currency,
+            p.permit_no,
+            p.zone_normalized,
         )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """Where one push's fingerprint (and Idempotency-Key) live in the Redis window."""
+
+    fingerprint: str
+    field: bytes  # 16 bytes of the fingerprint
+    key_field: bytes | None  # 16 bytes of the client and Idempotency-Key
+
+    def keys(self, slot: int) -> list[str]:
+        keys = _bucket_keys(self.field, slot)
+        if self.key_field is not None:
+            keys += _bucket_keys(self.key_field, slot)
+        return keys
+
+
+def _bucket_keys(field: bytes, slot: int) -> list[str]:
+    bucket = int.from_bytes(field[:4], "big") % SEEN_BUCKETS
+    return [f"{SEEN_KEY_PREFIX}{slot}:{bucket}", f"{SEEN_KEY_PREFIX}{slot - 1}:{bucket}"]
+
+
+def _claim_of(item: PushItem) -> _Claim:
+    fingerprint = item.fingerprint()
+    key_field = None
+    if item.idempotency_key is not None:
+        raw = f"{item.client.id}\x1f{item.idempotency_key}".encode()
+        key_field = hashlib.sha256(raw).digest()[:16]
+    return _Claim(fingerprint, bytes.fromhex(fingerprint)[:16], key_field)
 
 
 class PermitEnqueuer:
     """Claims reference ids (de-duplicating resends) and enqueues a batch as one job."""
 
-    def __init__(self, writer: JobWriter, settings: Settings) -> None:
+    def __init__(
+        self,
+        writer: JobWriter,
+        settings: Settings,
+        first_ids: FirstIdLookup | None = None,
+        memory: MemoryCheck | None = None,
+    ) -> None:
         self.writer = writer
         self.redis = writer.redis
         self._timezone = settings.timezone
         self._max_depth = settings.max_queue_depth
+        self._window_s = settings.dedup_window_s
         self._depth_keys = (writer.queue.key, writer.queue.scheduled_job_registry.key)
+        self._claim_sha = hashlib.sha1(CLAIM_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+        self._first_ids = first_ids
+        self._database_back_at = 0.0  # monotonic time before which the read is skipped
+        self._memory = memory
 
     def enqueue(self, items: list[PushItem]) -> list[str | Exception]:
         """Enqueue ``items``; return each one's reference id, or the error that refused it.
 
-        A resend gets the first reference id and is enqueued again under it: if the first
-        send died between claiming its id and enqueuing, the resend still stores it, and
-        the worker's insert on the reference id keeps it to one row.
+        A resend Redis still knows gets the first reference id and is enqueued again under
+        it: if the first send died between claiming its id and enqueuing, the resend still
+        stores it, and the worker's insert on the reference id keeps it to one row. A
+        resend only the database knows gets the stored id and is not enqueued again.
         """
-        outcomes = self._claim_reference_ids(items)
+        if self._memory is not None:
+            self._memory()  # before any write: a refused batch leaves nothing behind
+        claims = [_claim_of(item) for item in items]
+        outcomes, new = self._claim_reference_ids(items, claims)
+        stored = self._from_database(items, claims, outcomes, new) if new else set()
         permits: dict[str, PermitJob] = {}
-        for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, str):
+        for position, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
+            if isinstance(outcome, str) and position not in stored:
                 permits[outcome] = to_job_permit(item, outcome, self._timezone)
         if permits:
             self.writer.write(
@@ -84,52 +195,121 @@ class PermitEnqueuer:
             )
         return outcomes
 
-    def _claim_reference_ids(self, items: list[PushItem]) -> list[str | Exception]:
-        """One round trip of SET NX GET: a new id for a new permit, the first id for a resend.
+    def _claim_reference_ids(
+        self, items: list[PushItem], claims: list[_Claim]
+    ) -> tuple[list[str | Exception], list[int]]:
+        """One round trip (a script): a new id for a permit Redis does not know, the first id
+        for a resend within the window; the positions of the new ones.
 
-        With an Idempotency-Key, the key alone decides (a client sending the same permit
-        twice on purpose uses two keys); without one, the permit's fingerprint does.
+        An Idempotency-Key and the fingerprint name one permit: a key used before answers
+        with its id if the body is the same (422 otherwise), and a permit sent before
+        without the key (or with another key) answers with its first id.
         """
-        fingerprints = [item.fingerprint() for item in items]
-        candidates = [str(uuid4()) for _ in items]
-        with self.redis.pipeline(transaction=False) as pipe:
-            if self._max_depth:
-                # The queue depth rides in the same round trip: backpressure costs nothing.
-                pipe.llen(self._depth_keys[0])
-                pipe.zcard(self._depth_keys[1])
-            for item, fingerprint, candidate in zip(items, fingerprints, candidates, strict=True):
-                if item.idempotency_key is None:
-                    key, value = f"{DEDUP_KEY_PREFIX}{item.client.id}:{fingerprint}", candidate
-                else:
-                    digest = hashlib.sha256(item.idempotency_key.encode()).hexdigest()
-                    key = f"{IDEMPOTENCY_KEY_PREFIX}{item.client.id}:{digest}"
-                    value = f"{candidate} {fingerprint}"
-                pipe.set(key, value, nx=True, get=True, ex=DEDUP_TTL_S)
-            previous = pipe.execute()
+        candidates = [uuid4() for _ in items]
+        now = time.time()
+        slot = int(now // self._window_s)
+        keys: list[str] = []
+        args: list[bytes | str | int] = [(slot + 2) * self._window_s, len(items)]
+        for claim, candidate in zip(claims, candidates, strict=True):
+            keys += claim.keys(slot)
+            has_key = claim.key_field is not None
+            args += [
+                "1" if has_key else "0",
+                claim.field,
+                claim.key_field or b"",
+                candidate.bytes,
+                claim.field,
+            ]
+        replies = self._run_claim(keys, args)
         if self._max_depth:
-            queued, scheduled, *previous = previous
+            queued, scheduled, previous = replies
             if queued + scheduled >= self._max_depth:
                 # The claims just made are harmless: a resend finds them and is enqueued
                 # under the same id, exactly as after a crash between claim and enqueue.
                 # Raised, not returned per item: every push of the batch gets 503.
                 raise QueueFullError(f"{queued + scheduled} batches waiting")
+        else:
+            (previous,) = replies
         outcomes: list[str | Exception] = []
-        for item, fingerprint, candidate, prior in zip(
-            items, fingerprints, candidates, previous, strict=True
-        ):
-            if prior is None:
-                outcomes.append(candidate)
-            elif item.idempotency_key is None:
-                outcomes.append(prior.decode())
+        new: list[int] = []
+        for position, (candidate, prior) in enumerate(zip(candidates, previous, strict=True)):
+            if prior == b"":
+                outcomes.append(str(candidate))
+                new.append(position)
+            elif prior == b"C":
+                outcomes.append(
+                    IdempotencyConflictError("the Idempotency-Key was used with another body")
+                )
             else:
-                reference_id, _, first_fingerprint = prior.decode().partition(" ")
-                if first_fingerprint == fingerprint:
-                    outcomes.append(reference_id)
-                else:
-                    outcomes.append(
-                        IdempotencyConflictError("the Idempotency-Key was used with another body")
-                    )
-        return outcomes
+                outcomes.append(str(UUID(bytes=prior)))
+        return outcomes, new
+
+    def _run_claim(self, keys: list[str], args: list[bytes | str | int]) -> list[Any]:
+        """The queue depth and the claim script in ONE round trip (EVALSHA; redis-py's
+        Script in a pipeline would add a SCRIPT EXISTS round trip to every batch). A Redis
+        that does not know the script (restarted, flushed with SCRIPT FLUSH) refuses it
+        before running anything: load it and run the round trip again."""
+        for attempt in (1, 2):
+            with self.redis.pipeline(transaction=False) as pipe:
+                if self._max_depth:
+                    # The queue depth rides in the same round trip: backpressure costs nothing.
+                    pipe.llen(self._depth_keys[0])
+                    pipe.zcard(self._depth_keys[1])
+                pipe.evalsha(self._claim_sha, len(keys), *keys, *args)
+                try:
+                    return list(pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+            self.redis.script_load(CLAIM_SCRIPT)
+        raise AssertionError("unreachable")
+
+    def _from_database(
+        self,
+        items: list[PushItem],
+        claims: list[_Claim],
+        outcomes: list[str | Exception],
+        new: list[int],
+    ) -> set[int]:
+        """Past Redis's window the first id is the database's: ONE read for the batch's
+        permits Redis did not know. Found: that id is the answer, nothing is enqueued, and
+        Redis learns it for the next resend. Database away: the new id stands, and the
+        worker records it as another name of the stored permit. Returns the positions
+        found stored."""
+        stored: set[int] = set()
+        if self._first_ids is None:
+            return stored
+        if time.monotonic() < self._database_back_at:
+            return stored  # it failed a moment ago: do not make every batch wait for it
+        wanted = {(items[i].client.id, claims[i].fingerprint) for i in new}
+        try:
+            found = self._first_ids(sorted(wanted))
+        except Exception as exc:
+            log.warning("first_id_lookup_failed", error=type(exc).__name__)
+            self._database_back_at = time.monotonic() + DATABASE_RETRY_S
+            return stored
+        if not found:
+            return stored
+        slot = int(time.time() // self._window_s)
+        expire_at = (slot + 2) * self._window_s
+        with self.redis.pipeline(transaction=False) as pipe:
+            for position in new:
+                claim = claims[position]
+                first = found.get((items[position].client.id, claim.fingerprint))
+                if first is None:
+                    continue
+                outcomes[position] = first
+                stored.add(position)
+                ref = UUID(first).bytes
+                fields = [(claim.field, ref)]
+                if claim.key_field is not None:
+                    fields.append((claim.key_field, ref + claim.field))
+                for field, value in fields:
+                    key = _bucket_keys(field, slot)[0]
+                    pipe.hset(key, field, value)
+                    pipe.expireat(key, expire_at)
+            pipe.execute()
+        return stored
 
 
 def to_job_permit(item: PushItem, reference_id: str, timezone: ZoneInfo) -> PermitJob:

@@ -36,6 +36,8 @@ class ReadStore(Protocol):
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]: ...
 
+    def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]: ...
+
     def close(self) -> None: ...
 
 
@@ -57,6 +59,9 @@ class NoDatabase:
         raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
+        raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
+
+    def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
         raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     make_url,
     or_,
     select,
+    tuple_,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -38,7 +39,7 @@ from ingest.read_store import PermitStatus
 from shared.config import Settings
 from shared.db import make_engine
 from shared.errors import ReadsUnavailableError
-from shared.models import DeadLetter, Permit, PermitOperation, Zone, ZoneAlias
+from shared.models import DeadLetter, Permit, PermitAlias, PermitOperation, Zone, ZoneAlias
 from shared.normalize import normalize_zone
 
 T = TypeVar("T")
@@ -51,6 +52,7 @@ class SqlReadStore:
         threads = settings.read_threads
         self._engine = _read_engine(settings, database_url, threads)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="reads")
+        self._first_id_timeout_s = settings.dedup_read_timeout_s
         # Each read thread keeps its own connection: checking one out of the pool and
         # back for every lookup cost more than the indexed query itself (measured).
         self._local = threading.local()
@@ -112,15 +114,47 @@ class SqlReadStore:
         )
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
-        """Owning client of each stored id (synchronous: the enqueue thread calls it)."""
+        """Owning client of each stored id or alias (synchronous: the enqueue thread calls it)."""
         rows = self.run_sync(
             lambda session: session.execute(
-                select(Permit.reference_id, Permit.client_id).where(
-                    Permit.reference_id.in_(reference_ids)
+                select(Permit.reference_id, Permit.client_id)
+                .where(Permit.reference_id.in_(reference_ids))
+                .union_all(
+                    select(PermitAlias.reference_id, PermitAlias.client_id).where(
+                        PermitAlias.reference_id.in_(reference_ids)
+                    )
                 )
             ).all()
         )
         return {reference_id: client_id for reference_id, client_id in rows}
+
+    def first_ids(self, keys: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
+        """The reference id stored for each (client id, fingerprint) found: ONE query for
+        a micro-batch, on the read pool. The enqueue thread waits at most
+        DEDUP_READ_TIMEOUT_S: a hung database must not hold up pushes (TimeoutError; the
+        new ids stand and the worker aliases them)."""
+        future = self._executor.submit(self._first_ids_sync, keys)
+        rows = future.result(timeout=self._first_id_timeout_s)
+        return {(client_id, fingerprint): ref for client_id, fingerprint, ref in rows}
+
+    def _first_ids_sync(self, keys: list[tuple[int, str]]) -> list[tuple[int, str, str]]:
+        """On this read thread's connection, without an ORM session (per batch it counts)."""
+        try:
+            connection = self._connection()
+            if connection.dialect.name == "postgresql":
+                parameters = {"clients": [c for c, _ in keys], "fingerprints": [f for _, f in keys]}
+                found = connection.exec_driver_sql(_FIRST_IDS_PG, parameters).all()
+            else:
+                with Session(bind=connection) as session:
+                    found = session.execute(
+                        select(Permit.client_id, Permit.fingerprint, Permit.reference_id).where(
+                            tuple_(Permit.client_id, Permit.fingerprint).in_(keys)
+                        )
+                    ).all()
+        except SQLAlchemyError as exc:
+            self._discard_connection()
+            raise ReadsUnavailableError(type(exc).__name__) from exc
+        return [(int(c), str(f), str(r)) for c, f, r in found]
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -148,8 +182,24 @@ def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:
     )
 
 
+# PostgreSQL: one fixed statement whatever the batch size (prepared by psycopg after a few
+# uses), the keys bound as two arrays; it reads uq_permits_client_fingerprint.
+_FIRST_IDS_PG = (
+    "SELECT p.client_id, p.fingerprint, p.reference_id FROM permits p"
+    " JOIN unnest(%(clients)s::integer[], %(fingerprints)s::text[]) AS k(client_id, fingerprint)"
+    " ON p.client_id = k.client_id AND p.fingerprint = k.fingerprint"
+)
+
+
 def status_of(session: Session, client_id: int, reference_id: str) -> PermitStatus | None:
     permit = session.scalar(select(Permit).where(Permit.reference_id == reference_id))
+    if permit is None:  # a second reference id of a stored permit names it too
+        first = session.scalar(
+            select(PermitAlias.permit_reference_id).where(PermitAlias.reference_id == reference_id)
+        )
+        if first is not None:
+            reference_id = first
+            permit = session.scalar(select(Permit).where(Permit.reference_id == first))
     if permit is not None:
         if permit.client_id != client_id:
             return None  # another client's permit: as if it did not exist

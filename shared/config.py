@@ -48,6 +48,16 @@ class Settings:
     # Backpressure: above this many batch jobs waiting (queued plus scheduled retries) the
     # receiver answers 503; 0 turns the limit off. docs/reliability.md has the sizing.
     max_queue_depth: int = 20_000
+    # Redis answers resends with their first reference id this long (the first may still be
+    # queued or just stored); past it the database does, one read per micro-batch.
+    dedup_window_s: int = 15 * 60
+    # The enqueue waits this long at most for that read (a hung database must not stall
+    # pushes: the push is accepted with a new id, which the worker makes an alias).
+    dedup_read_timeout_s: float = 0.5
+    # Above this share of Redis's maxmemory the receiver answers 503 (0: off; no maxmemory
+    # set: off too). Read every REDIS_MEMORY_CHECK_S, never per request.
+    redis_memory_share: float = 0.9
+    redis_memory_check_s: float = 1.0
     # Reply only once Redis has fsynced the batch: off | waitaof | auto (WAITAOF needs
     # Redis >= 7.2 with appendonly yes; auto falls back to the acknowledgement alone).
     durable_ack: str = "off"
@@ -83,6 +93,10 @@ class Settings:
     stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
     zone_cache_s: float = 5.0
     job_timeout_s: int = 300
+    # A finished batch job (and its result) is kept this long for `rq info` and the
+    # dashboard; docs/performance.md has the measurement behind the default (0 costs more
+    # Redis commands per job: RQ then deletes the job field by field).
+    job_result_ttl_s: int = 60
     # A batch whose worker stopped heart-beating this long ago is run again (RQ's
     # StartedJobRegistry clean-up); workers look for such batches this often.
     abandoned_job_s: int = 30
@@ -201,6 +215,8 @@ _AT_LEAST: dict[str, float] = {
     "retry_after_s": 1,
     "token_cache_s": 0,
     "max_queue_depth": 0,
+    "dedup_window_s": 60,
+    "redis_memory_share": 0,
     "rate_limit_per_s": 0,
     "rate_limit_burst": 1,
     "read_threads": 1,
@@ -209,9 +225,16 @@ _AT_LEAST: dict[str, float] = {
     "max_permit_days": 1,
     "zone_cache_s": 0,
     "job_timeout_s": 1,
+    "job_result_ttl_s": 0,
     "abandoned_job_s": 3,
     "maintenance_interval_s": 1,
     "db_retry_s": 0,
 }
 # Timeouts and intervals: 0 would mean "never wait" or a busy loop.
-_ABOVE_ZERO = ("redis_timeout_s", "token_publish_s", "stats_publish_s")
+_ABOVE_ZERO = (
+    "redis_timeout_s",
+    "token_publish_s",
+    "stats_publish_s",
+    "redis_memory_check_s",
+    "dedup_read_timeout_s",
+)

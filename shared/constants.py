@@ -9,9 +9,16 @@ RECONCILE_ZONES_JOB = "worker.jobs.reconcile_zones"
 KEY_PREFIX = "ingest:"
 TOKENS_KEY = KEY_PREFIX + "tokens"  # hash: sha256(token) -> client JSON
 TOKENS_LOADED_KEY = KEY_PREFIX + "tokens:loaded"  # set once the hash is complete
-DEDUP_KEY_PREFIX = KEY_PREFIX + "dedup:"  # dedup:<client id>:<fingerprint> -> reference id
-IDEMPOTENCY_KEY_PREFIX = KEY_PREFIX + "idem:"  # idem:<client id>:<sha256 of key>
-# ref:<reference id> -> owning client id: set with the create's enqueue, kept REFERENCE_TTL_S.
+# seen:<slot>:<bucket> -> hash of 16-byte digests (fingerprint, or client + Idempotency-Key)
+# to the 16-byte first reference id (+ 16 bytes of the fingerprint for a key): the resend
+# window of DEDUP_WINDOW_S (ingest/permit_enqueuer.py). SEEN_BUCKETS hashes per slot keep
+# each small enough for Redis's compact encoding (< 128 entries) up to ~2,000 permits/s
+# with the default window.
+SEEN_KEY_PREFIX = KEY_PREFIX + "seen:"
+SEEN_BUCKETS = 16384
+# ref:<reference id> -> owning client id: set with the create's enqueue, deleted by the
+# worker once the permit is stored (the database knows its owner then); the TTL only
+# bounds a key whose batch never ran.
 REFERENCE_KEY_PREFIX = KEY_PREFIX + "ref:"
 # One counter for every update and delete: its order is the order they were received.
 OPERATION_SEQ_KEY = KEY_PREFIX + "opseq"
@@ -21,12 +28,9 @@ PERMITS_STORED_KEY = KEY_PREFIX + "stats:permits_stored"  # counter: INCRBY per 
 DB_STATS_KEY = KEY_PREFIX + "stats:db"  # hash: counts read from the database
 DB_STATS_LOCK_KEY = KEY_PREFIX + "stats:db:lock"  # one worker counts per interval
 
-DEDUP_TTL_S = 24 * 60 * 60
-REFERENCE_TTL_S = DEDUP_TTL_S
+REFERENCE_TTL_S = 24 * 60 * 60
 # A batch push carries 1 to this many permits.
 BATCH_PUSH_MAX = 1000
-# A finished batch job is kept for an hour so `rq info` and the dashboard can show it.
-JOB_RESULT_TTL_S = 60 * 60
 # RQ keeps a failed batch this long; workers dead-letter it FAILED_DEAD_LETTER_S after it
 # failed, before then (worker/expiry.py).
 JOB_FAILURE_TTL_S = 30 * 24 * 60 * 60

@@ -162,12 +162,17 @@ class Permit(Base):
             postgresql_where=UNLINKED,
             sqlite_where=UNLINKED,
         ),
+        # What makes a permit unique (shared/fingerprint.py): stored once, ever, whatever
+        # reference id each delivery carried. Null only for rows that duplicated an older
+        # row before migration 0005 (kept as they were; see that migration).
+        Index("uq_permits_client_fingerprint", "client_id", "fingerprint", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     # The id the client was given; one permit, one row, however often it is delivered.
     reference_id: Mapped[str] = mapped_column(String(36), unique=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     permit_type: Mapped[str] = mapped_column(String(20))
     plate: Mapped[str] = mapped_column(String(PLATE_COLUMN))
     plate_normalized: Mapped[str] = mapped_column(String(PLATE_COLUMN))
@@ -213,6 +218,23 @@ class Permit(Base):
     @classmethod
     def _disconnected(cls) -> ColumnElement[bool]:
         return and_(cls.unlinked, cls.deleted_at.is_(None))
+
+
+class PermitAlias(Base):
+    """Another reference id for a stored permit.
+
+    A resend the receiver could not match to its first delivery (Redis had forgotten it and
+    the database was away) got a reference id of its own; the worker found the permit
+    already stored under its fingerprint and recorded the second id here. Status, update
+    and delete accept either id.
+    """
+
+    __tablename__ = "permit_aliases"
+
+    reference_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    permit_reference_id: Mapped[str] = mapped_column(String(36), index=True)
+    client_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class PermitOperation(Base):

@@ -17,7 +17,6 @@ from rq.serializers import JSONSerializer
 from shared.config import Settings
 from shared.constants import (
     JOB_FAILURE_TTL_S,
-    JOB_RESULT_TTL_S,
     REFERENCE_KEY_PREFIX,
     REFERENCE_TTL_S,
 )
@@ -48,6 +47,7 @@ class JobWriter:
         self.queue = permits_queue(redis, settings)
         self.wait_aof = wait_aof
         self._job_timeout_s = settings.job_timeout_s
+        self._result_ttl_s = settings.job_result_ttl_s
         self._wait_aof_timeout_ms = max(1, int(settings.redis_timeout_s * 1000))
 
     @classmethod
@@ -78,7 +78,7 @@ class JobWriter:
             # in rq-dashboard and logs.
             description=description,
             timeout=timeout_s or self._job_timeout_s,
-            result_ttl=JOB_RESULT_TTL_S,
+            result_ttl=self._result_ttl_s,
             failure_ttl=JOB_FAILURE_TTL_S,
             retry=retry,
         )

@@ -62,16 +62,21 @@ def queued_permits(redis: Redis) -> list[dict[str, Any]]:
 
 
 def make_permit_job(client_id: int, zone: str | None = "Lot 4", **overrides: Any) -> PermitJob:
-    """A permit as the worker receives it (a fresh reference id), for ``client_id``."""
+    """A permit as the worker receives it (a fresh reference id), for ``client_id``.
+
+    Each call is another permit (its own permit number): the worker stores a permit once,
+    so two calls must differ in more than their reference ids.
+    """
+    reference_id = str(uuid4())
     permit = PermitJob(
-        reference_id=str(uuid4()),
+        reference_id=reference_id,
         client_id=client_id,
         permit_type="Standard",
         plate="PL8RDR",
         plate_normalized="PL8RDR",
         zone=zone,
         zone_normalized=normalize_zone(zone) if zone is not None else None,
-        permit_no="L4-1138",
+        permit_no=f"L4-{reference_id[:8]}",
         amount="14.50",
         currency="CAD",
         start_raw="2018-07-02T09:00:00",

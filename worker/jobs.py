@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from shared.operations import OperationJob
 from shared.schemas import PermitJob
 from worker.context import WorkerContext, get_context
-from worker.operations import DrainResult, apply_batch, drain
+from worker.operations import DrainResult, apply_batch, drain, resolve_aliases
 from worker.persist import StoreResult, store_permits
 from worker.reconcile import reconcile
 from worker.stats import record_stored
@@ -37,18 +37,25 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
 
     def store(session: Session) -> tuple[StoreResult, DrainResult]:
         stored = store_permits(session, permits, context.zones, job_id)
+        references = [p["reference_id"] for p in permits]
+        if stored.aliased:  # their parked operations moved to the permit they name
+            with session.begin():
+                references += resolve_aliases(session, references).values()
         # Updates and deletes that arrived while these creates were queued.
-        return stored, drain(session, (p["reference_id"] for p in permits))
+        return stored, drain(session, references)
 
     with structlog.contextvars.bound_contextvars(job_id=job_id, job="persist_permits"):
         result, drained = _retrying(context, store)
         if job is not None:
-            record_stored(job.connection, result.stored)  # committed: count it for /metrics
+            # Committed: count it for /metrics, and drop the owner keys that covered these
+            # permits while queued (the database knows their owners now).
+            record_stored(job.connection, result.stored, [p["reference_id"] for p in permits])
         log.info(
             "permits_stored",
             size=len(permits),
             stored=result.stored,
             duplicates=result.duplicates,
+            aliased=result.aliased,
             dead_lettered=result.dead_lettered,
             operations_applied=drained.applied,
         )

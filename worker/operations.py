@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from shared import opseq
 from shared.constants import OPERATION_CLASH_REASON
 from shared.db import insert_ignoring_duplicates
-from shared.models import DeadLetter, Permit, PermitOperation, utcnow
+from shared.models import DeadLetter, Permit, PermitAlias, PermitOperation, utcnow
 from shared.operations import OperationJob
 
 log = structlog.get_logger(__name__)
@@ -62,9 +62,32 @@ class DrainResult:
 
 
 def apply_batch(session: Session, operations: Sequence[OperationJob]) -> DrainResult:
-    """Record ``operations`` (idempotently), then fold them into their permits."""
+    """Record ``operations`` (idempotently), then fold them into their permits.
+
+    An operation naming an alias (a second reference id of a stored permit) is recorded
+    on the permit's own reference id.
+    """
+    with session.begin():
+        aliases = resolve_aliases(session, [op["reference_id"] for op in operations])
+    if aliases:
+        operations = [
+            {**op, "reference_id": aliases.get(op["reference_id"], op["reference_id"])}
+            for op in operations
+        ]
     record_operations(session, operations)
     return drain(session, {op["reference_id"] for op in operations})
+
+
+def resolve_aliases(session: Session, reference_ids: Sequence[str]) -> dict[str, str]:
+    """{alias: the permit's reference id} for those of ``reference_ids`` that are aliases."""
+    if not reference_ids:
+        return {}
+    rows = session.execute(
+        select(PermitAlias.reference_id, PermitAlias.permit_reference_id).where(
+            PermitAlias.reference_id.in_(sorted(set(reference_ids)))
+        )
+    )
+    return {alias: permit for alias, permit in rows}
 
 
 def record_operations(session: Session, operations: Sequence[OperationJob]) -> None:

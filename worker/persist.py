@@ -1,4 +1,5 @@
-"""Storing a batch of permits: one transaction, idempotent on the reference id."""
+"""Storing a batch of permits: one transaction, idempotent on the reference id and on the
+permit's fingerprint (a permit is stored once, ever, whatever reference id it carries)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Insert, bindparam, cast, func, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Insert, bindparam, cast, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db import insert_ignoring_duplicates
-from shared.models import DeadLetter, Permit
+from shared.fingerprint import permit_fingerprint
+from shared.models import DeadLetter, Permit, PermitAlias, PermitOperation
 from shared.schemas import PermitJob
 from worker.zones import ZoneIndex
 
@@ -34,6 +36,7 @@ class StoreResult:
     stored: int  # new rows
     duplicates: int  # already stored (a resend, or a re-run of the job)
     dead_lettered: int
+    aliased: int = 0  # a second reference id recorded for a permit already stored
 
 
 def store_permits(
@@ -49,8 +52,9 @@ def store_permits(
     transactions (not one per row), and the good rows are stored all the same. Database
     outages (OperationalError) are not caught: RQ retries the job.
     """
-    stored, dead = _store_halving(session, list(permits), zones, job_id, whole=True)
-    return StoreResult(stored, len(permits) - stored - dead, dead)
+    aliases: list[int] = []
+    stored, dead = _store_halving(session, list(permits), zones, job_id, aliases, whole=True)
+    return StoreResult(stored, len(permits) - stored - dead, dead, sum(aliases))
 
 
 def _store_halving(
@@ -58,13 +62,18 @@ def _store_halving(
     permits: list[PermitJob],
     zones: ZoneIndex,
     job_id: str | None,
+    aliases: list[int],
     *,
     whole: bool = False,
 ) -> tuple[int, int]:
     """(stored, dead-lettered) for ``permits``: all in one transaction, else by halves."""
     try:
         with session.begin():
-            return _insert(session, zones, [to_row(p, zones.zone_id) for p in permits]), 0
+            rows = [to_row(p, zones.zone_id) for p in permits]
+            inserted = _insert(session, zones, rows)
+            if len(inserted) < len(rows):
+                aliases.append(_alias_duplicates(session, rows, inserted))
+            return len(inserted), 0
     except ROW_ERRORS as exc:
         if len(permits) == 1:
             _dead_letter(session, permits[0], exc, job_id)
@@ -72,8 +81,8 @@ def _store_halving(
         if whole:
             log.warning("batch_failed_bisecting", size=len(permits))
     middle = len(permits) // 2
-    first = _store_halving(session, permits[:middle], zones, job_id)
-    second = _store_halving(session, permits[middle:], zones, job_id)
+    first = _store_halving(session, permits[:middle], zones, job_id, aliases)
+    second = _store_halving(session, permits[middle:], zones, job_id, aliases)
     return first[0] + second[0], first[1] + second[1]
 
 
@@ -81,6 +90,7 @@ def to_row(permit: PermitJob, zone_id: Callable[[str | None], int | None]) -> di
     return {
         "reference_id": permit["reference_id"],
         "client_id": permit["client_id"],
+        "fingerprint": job_fingerprint(permit),
         "permit_type": permit["permit_type"],
         "plate": permit["plate"],
         "plate_normalized": permit["plate_normalized"],
@@ -98,17 +108,80 @@ def to_row(permit: PermitJob, zone_id: Callable[[str | None], int | None]) -> di
     }
 
 
-def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> int:
-    """Insert ``rows``, skipping reference ids already stored; return how many were new."""
+def job_fingerprint(permit: PermitJob) -> str:
+    """The fingerprint the receiver computed for this permit (shared/fingerprint.py)."""
+    return permit_fingerprint(
+        permit["client_id"],
+        permit["plate_normalized"],
+        permit["start_raw"],
+        permit["end_raw"],
+        permit["amount"],
+        permit["currency"],
+        permit["permit_no"],
+        permit["zone_normalized"],
+    )
+
+
+def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert ``rows``, skipping reference ids and fingerprints already stored; return the
+    reference ids inserted."""
     # A zone added a moment ago may be missing from the cached map: see shared/zones.py.
     zones.link_disconnected(session, rows)
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         columns = {name: [row[name] for row in rows] for name in rows[0]}
-        return len(session.execute(_unnest_insert(tuple(columns)), columns).all())
-    statement = insert_ignoring_duplicates(session, Permit, ["reference_id"]).returning(
-        Permit.reference_id
+        return set(session.scalars(_unnest_insert(tuple(columns)), columns))
+    if dialect == "sqlite":
+        # No conflict target: a row repeating either unique key (reference id, or client
+        # and fingerprint) is skipped.
+        statement: Insert = sqlite.insert(Permit).on_conflict_do_nothing()
+    else:
+        statement = insert_ignoring_duplicates(session, Permit, ["reference_id"])
+    return set(session.scalars(statement.returning(Permit.reference_id), rows))
+
+
+def _alias_duplicates(session: Session, rows: list[dict[str, Any]], inserted: set[str]) -> int:
+    """For rows not inserted: a permit stored under another reference id gets this one as
+    an alias, and operations parked on the alias move to the permit. Returns aliases made.
+
+    A row skipped because its own reference id is stored (a re-run) needs nothing.
+    """
+    skipped = [row for row in rows if row["reference_id"] not in inserted]
+    keys = {(row["client_id"], row["fingerprint"]) for row in skipped}
+    stored = dict(
+        ((client_id, fingerprint), reference_id)
+        for client_id, fingerprint, reference_id in session.execute(
+            select(Permit.client_id, Permit.fingerprint, Permit.reference_id).where(
+                tuple_(Permit.client_id, Permit.fingerprint).in_(sorted(keys))
+            )
+        )
     )
-    return len(session.execute(statement, rows).all())
+    aliases = []
+    for row in skipped:
+        first = stored.get((row["client_id"], row["fingerprint"]))
+        if first is not None and first != row["reference_id"]:
+            aliases.append(
+                {
+                    "reference_id": row["reference_id"],
+                    "permit_reference_id": first,
+                    "client_id": row["client_id"],
+                }
+            )
+    if not aliases:
+        return 0
+    statement = insert_ignoring_duplicates(session, PermitAlias, ["reference_id"])
+    session.execute(statement, aliases)
+    for alias in aliases:
+        session.execute(
+            update(PermitOperation)
+            .where(
+                PermitOperation.reference_id == alias["reference_id"],
+                PermitOperation.state == "parked",
+            )
+            .values(reference_id=alias["permit_reference_id"])
+        )
+    log.info("permits_aliased", count=len(aliases))
+    return len(aliases)
 
 
 @cache
@@ -126,7 +199,9 @@ def _unnest_insert(names: tuple[str, ...]) -> Insert:
     return (
         postgresql.insert(table)
         .from_select([*names, "stored_at"], select(*rows.c, func.now()))
-        .on_conflict_do_nothing(index_elements=["reference_id"])
+        # No conflict target: a repeated reference id or a repeated (client, fingerprint)
+        # is skipped alike; _alias_duplicates tells them apart.
+        .on_conflict_do_nothing()
         .returning(table.c.reference_id)
     )
 

@@ -11,20 +11,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis import Redis
 from sqlalchemy.orm import Session
 
-from shared.constants import DB_STATS_KEY, DB_STATS_LOCK_KEY, PERMITS_STORED_KEY
+from shared.constants import (
+    DB_STATS_KEY,
+    DB_STATS_LOCK_KEY,
+    PERMITS_STORED_KEY,
+    REFERENCE_KEY_PREFIX,
+)
 from shared.counts import count_database
 
 # The published counts live this many publish intervals without a new publication.
 STATS_TTL_INTERVALS = 4
 
 
-def record_stored(redis: Redis, stored: int) -> None:
-    """Add ``stored`` new rows to the permits-stored counter."""
-    if stored:
-        redis.incrby(PERMITS_STORED_KEY, stored)
+def record_stored(redis: Redis, stored: int, reference_ids: Sequence[str] = ()) -> None:
+    """Add ``stored`` new rows to the permits-stored counter and delete the owner keys of
+    ``reference_ids`` (stored, duplicates or dead-lettered: the database answers for them
+    now), in one round trip."""
+    with redis.pipeline(transaction=False) as pipe:
+        if stored:
+            pipe.incrby(PERMITS_STORED_KEY, stored)
+        if reference_ids:
+            pipe.unlink(*(REFERENCE_KEY_PREFIX + reference_id for reference_id in reference_ids))
+        pipe.execute()
 
 
 def publish_database_counts(

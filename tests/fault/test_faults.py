@@ -197,3 +197,82 @@ def test_worker_sigterm_finishes_its_batch(stack: Stack) -> None:
     stack.worker("worker-2")  # the rest of the queue
     assert_exact(wait_for_count(fleet, stack.pg.url, timeout_s=30), stack, fleet)
     assert FailedJobRegistry(queue=queue_of(stack)).count == 0
+
+
+def _call(
+    stack: Stack, method: str, path: str, body: object = None
+) -> tuple[int, dict[str, object]]:
+    """One HTTP request to the receiver; (status, JSON body)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
+        stack.base_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {stack.token}"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_resend_the_receiver_could_not_know_becomes_an_alias(stack: Stack) -> None:
+    """Redis flushed AND the database stopped: the resend gets a new id; once the database is
+    back the worker stores no second row and the new id names the same permit."""
+    from harness.payloads import make_payload
+
+    push = "/api/OC-TOMA/v1/permits/push"
+    stack.serve()
+    stack.worker()
+    wait_for_port(stack.port)
+    payload = make_payload(apiToken=stack.token, permitNo="alias-1")
+    status, first = _call(stack, "POST", push, payload)
+    assert status == 200, first
+    wait_until(lambda: len(_permit_rows(stack)) == 1, 20, "P stored")
+    stack.pg.stop("immediate")
+    try:
+        stack.redis.client().flushdb()
+        # Pushes are accepted again once a worker has republished the tokens.
+        wait_until(lambda: _call(stack, "POST", push, payload)[0] == 200, 20, "accepted again")
+        status, second = _call(stack, "POST", push, payload)
+        assert status == 200, second
+    finally:
+        stack.pg.start()
+    first_id, second_id = str(first["reference_id"]), str(second["reference_id"])
+    assert second_id != first_id  # nobody could know the first id
+    wait_until(lambda: _aliases(stack).get(second_id) == first_id, 60, "alias recorded")
+    assert [ref for ref, _ in _permit_rows(stack)] == [first_id]  # one row
+    for reference_id in (first_id, second_id):
+        status, body = _call(stack, "GET", f"/api/OC-TOMA/v1/permits/{reference_id}")
+        assert status == 200, body
+        assert body["permit_status"] in ("stored", "disconnected"), body
+    update = {"apiToken": stack.token, "referenceID": second_id, "Amount": "20.00"}
+    assert _call(stack, "POST", "/api/OC-TOMA/v1/permits/update", update)[0] == 200
+    delete = {"apiToken": stack.token, "referenceID": first_id}
+    assert _call(stack, "POST", "/api/OC-TOMA/v1/permits/delete", delete)[0] == 200
+
+    def applied() -> bool:
+        _, body = _call(stack, "GET", f"/api/OC-TOMA/v1/permits/{second_id}")
+        return body.get("permit_status") == "deleted"
+
+    wait_until(applied, 30, "update and delete applied")
+    rows = _permit_rows(stack)
+    assert len(rows) == 1 and rows[0][1] == "20.00", rows
+
+
+def _permit_rows(stack: Stack) -> list[tuple[str, str]]:
+    with psycopg.connect(stack.pg.dsn()) as connection:
+        found = connection.execute("SELECT reference_id, amount::text FROM permits").fetchall()
+    return [(str(ref), str(amount)) for ref, amount in found]
+
+
+def _aliases(stack: Stack) -> dict[str, str]:
+    with psycopg.connect(stack.pg.dsn()) as connection:
+        found = connection.execute(
+            "SELECT reference_id, permit_reference_id FROM permit_aliases"
+        ).fetchall()
+    return {str(alias): str(permit) for alias, permit in found}

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from uuid import UUID
 
 import fakeredis
 import orjson
@@ -55,11 +56,15 @@ async def test_resend_after_a_crash_between_claim_and_enqueue_is_stored(
         first = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
     assert first.status == 503
     assert permits_queue(redis).count == 0
-    (claimed,) = [redis.get(key) for key in redis.scan_iter("ingest:dedup:*")]
+    (claimed,) = [
+        str(UUID(bytes=value))
+        for key in redis.scan_iter("ingest:seen:*")
+        for value in redis.hvals(key)
+    ]
     resend = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
     assert resend.status == 200
-    assert (await resend.json())["reference_id"] == claimed.decode()
-    assert [p["reference_id"] for p in queued_permits(redis)] == [claimed.decode()]
+    assert (await resend.json())["reference_id"] == claimed
+    assert [p["reference_id"] for p in queued_permits(redis)] == [claimed]
 
 
 async def test_queue_over_its_depth_is_503_with_retry_after(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import fakeredis
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import generate_latest
 from sqlalchemy.orm import Session, sessionmaker
@@ -80,7 +81,14 @@ async def test_metrics_after_pushes_and_a_worker_run(
     settings: Settings,
     sessions: sessionmaker[Session],
     token: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # fakeredis has no INFO: Redis's memory figures as a real one would report them.
+    memory = {"used_memory": 1_234_567, "maxmemory": 1_000_000_000}
+    real_info = redis.info
+    monkeypatch.setattr(
+        redis, "info", lambda section=None, *a, **k: memory if section == "memory" else real_info()
+    )
     for number in ("A", "B", "C"):
         assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo=number))).ok
     await client.post(PUSH_PATH, json=make_payload(apiToken=token, LicencePlate=None))  # 9006
@@ -96,6 +104,8 @@ async def test_metrics_after_pushes_and_a_worker_run(
     found = samples(await scrape(client))
     after = time.time()
     assert value(found, "rq_jobs", queue="permits", status="queued") == queue.count == 3
+    assert value(found, "permit_push_redis_memory_used_bytes") == 1_234_567
+    assert value(found, "permit_push_redis_memory_max_bytes") == 1_000_000_000
     lag = value(found, "permit_push_queue_lag_seconds", queue="permits")
     assert lag is not None
     assert before - head.enqueued_at.timestamp() <= lag <= after - head.enqueued_at.timestamp()

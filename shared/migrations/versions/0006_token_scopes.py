@@ -1,7 +1,7 @@
 """token scopes: api_clients.scope (push | enforcement); index on permit_operations.seq
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01 17:30:00
 
 Every existing client keeps what it could do before the scopes (push), so the column is
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
