@@ -71,6 +71,15 @@ class Settings:
     # the token travels in the body or the Authorization header, never in a cookie, and
     # credentials are never allowed.
     cors_allow_origins: str = "*"
+    # Slow clients: a request's headers and body must arrive within this many seconds of
+    # its first byte (or of the connection's opening), else 408 and the connection closes;
+    # 0 turns the deadline off. An idle keep-alive connection closes after
+    # keepalive_timeout_s.
+    request_read_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 75.0
+    # A second port of the receiver for /readyz and /metrics (and /healthz) only; the main
+    # port then answers 404 for /readyz and /metrics. 0: both on the main port.
+    probes_port: int = 0
     # Worker.
     token_publish_s: float = 30.0
     stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
@@ -191,6 +200,8 @@ _AT_LEAST: dict[str, float] = {
     "abandoned_job_s": 3,
     "maintenance_interval_s": 1,
     "db_retry_s": 0,
+    "request_read_timeout_s": 0,
+    "probes_port": 0,
 }
 # Timeouts and intervals: 0 would mean "never wait" or a busy loop.
-_ABOVE_ZERO = ("redis_timeout_s", "token_publish_s", "stats_publish_s")
+_ABOVE_ZERO = ("redis_timeout_s", "token_publish_s", "stats_publish_s", "keepalive_timeout_s")
