@@ -20,6 +20,19 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part (scheme://user:PASSWORD@host) as ***,
+    for error messages and logs; a URL without one is returned as it is."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a process needs to know about its deployment.
@@ -115,13 +128,16 @@ class Settings:
     def validate(self) -> None:
         """Reject settings that would only fail later, far from their cause."""
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"REDIS_URL={self.redis_url!r} must start with redis://")
+            raise ConfigError(f"REDIS_URL={redact_url(self.redis_url)!r} must start with redis://")
         try:
             urlsplit(self.redis_url).port  # noqa: B018 - parsing is the check
         except ValueError:
-            raise ConfigError(f"REDIS_URL={self.redis_url!r} has an invalid port") from None
+            raise ConfigError(
+                f"REDIS_URL={redact_url(self.redis_url)!r} has an invalid port"
+            ) from None
         if "://" not in self.database_url:
-            raise ConfigError(f"DATABASE_URL={self.database_url!r} is not a database URL")
+            # No scheme, so no user part to find: say nothing of the value itself.
+            raise ConfigError("DATABASE_URL is not a database URL (scheme://...)")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"LOG_FORMAT={self.log_format!r} must be json or console")
         if not self.queue_name:
