@@ -164,7 +164,12 @@ class JsonErrorAppRunner(web.AppRunner):
     leaves /readyz and /metrics to the probes server (`probes_server`)."""
 
     def __init__(
-        self, app: web.Application, *, read_timeout_s: float, probes: bool, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        read_timeout_s: float = 0.0,
+        probes: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self.read_timeout_s = read_timeout_s
