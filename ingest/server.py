@@ -99,12 +99,29 @@ class JsonErrorRequestHandler(RequestHandler):
         transport = self.transport
         if transport is None or self._force_close:
             return
-        current = self._current_request
-        # A 408 unless a reply is already on its way (then the connection is just cut).
+        log.info("http_read_timeout", timeout_s=self.read_timeout_s)
+        current, payload = self._current_request, self._read_payload
+        if (
+            current is not None
+            and payload is not None
+            and current.content is payload
+            and current.writer.output_size == 0
+        ):
+            # Its handler is reading the body: the read raises, the error middleware
+            # answers 408 (counted as such), and aiohttp closes the connection after it
+            # since the body was not read to its end. Cut it anyway if that stalls.
+            payload.set_exception(web.HTTPRequestTimeout())
+            self._loop.call_later(1.0, self._cut)
+            return
+        # No handler has the request yet (its headers may not even be complete): the 408
+        # goes straight to the socket.
         if current is None or current.writer.output_size == 0:
             transport.write(REQUEST_TIMEOUT_REPLY)
-        log.info("http_read_timeout", timeout_s=self.read_timeout_s)
         self.force_close()
+
+    def _cut(self) -> None:
+        if self.transport is not None and not self._force_close:
+            self.force_close()
 
     def handle_error(
         self,

@@ -87,12 +87,16 @@ def assert_408(reply: bytes) -> None:
     ids=["trickled-headers", "trickled-body", "silent"],
 )
 def test_a_slow_request_gets_408_and_is_closed_at_the_deadline(
-    receiver: tuple[int, int, str], first: bytes, drip: bytes
+    receiver: tuple[int, int, str], first: bytes, drip: bytes, tmp_path: Path
 ) -> None:
     port, _, _ = receiver
     took_s, reply = trickle(port, first, drip, every_s=0.2)
     assert_408(reply)
     assert DEADLINE_S - 0.1 < took_s < DEADLINE_S + 1.0, took_s
+    # A slow client is the client's doing: no error line, no 5xx in the figures.
+    log = (tmp_path / "serve.log").read_text(encoding="utf-8")
+    assert '"http_read_timeout"' in log
+    assert '"level": "error"' not in log and '"status": 500' not in log, log
 
 
 def test_a_prompt_request_on_a_kept_alive_connection_is_not_cut(
@@ -108,7 +112,7 @@ def test_a_prompt_request_on_a_kept_alive_connection_is_not_cut(
 
 
 def test_slowloris_leaves_pushes_and_open_files_bounded(
-    receiver: tuple[int, int, str],
+    receiver: tuple[int, int, str], tmp_path: Path
 ) -> None:
     port, pid, token = receiver
     sockets = 800
@@ -128,3 +132,5 @@ def test_slowloris_leaves_pushes_and_open_files_bounded(
     assert set(result.push_statuses) == {200}, summary
     assert len(result.push_latencies_s) > 50, summary
     assert result.push_quantile_ms(0.99) < 250, summary
+    log = (tmp_path / "serve.log").read_text(encoding="utf-8")
+    assert '"level": "error"' not in log and '"status": 500' not in log
