@@ -15,10 +15,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Dependencies come from the lock file only: each pinned and checked against its sha256
+# (--require-hashes), the build backend (setuptools, wheel) included, so installing the
+# project itself downloads nothing (--no-deps --no-build-isolation). `make lock` writes it.
 # The source is installed as a regular package, not run from the checkout, so the
 # image holds exactly what `pip install .` ships (migrations included as package data).
 COPY . /src
-RUN pip install /src
+RUN pip install --require-hashes -r /src/requirements.lock \
+ && pip install --no-deps --no-build-isolation /src
 
 # Container probes (slim has no curl): `http URL` for the receiver, `rq-worker` for workers.
 COPY deploy/healthcheck.py /usr/local/bin/permit-push-healthcheck
@@ -32,10 +36,10 @@ WORKDIR /home/permit
 
 
 # rq-dashboard runs on top of the project's own install so that it uses the very RQ
-# version the workers use (RQ 2 and 3 differ in their Redis layout). rq-dashboard
-# 0.9 imports `six` without declaring it, hence the explicit pin.
+# version the workers use (RQ 2 and 3 differ in their Redis layout): its lock file is
+# resolved under requirements.lock (deploy/rq-dashboard.in says what it asks for).
 FROM base AS rq-dashboard
-RUN pip install "rq-dashboard>=0.9,<1" "six>=1.16,<2"
+RUN pip install --require-hashes -r /src/deploy/rq-dashboard.lock
 USER permit
 EXPOSE 9181
 ENTRYPOINT ["rq-dashboard"]

@@ -11,21 +11,29 @@ BIN := $(VENV)/bin
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 export TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: help install install-dev run test test-unit test-integration test-compose lint format mypy all bench clean
+.PHONY: help install install-dev run test test-unit test-integration test-compose lint format mypy all bench clean lock audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[embedded]'
+# Installs come from the lock files only: every package pinned and checked against its
+# sha256 (--require-hashes), the build backend (setuptools, wheel) too, so the project's
+# own editable install needs no unpinned download (--no-build-isolation). `make lock`
+# regenerates them from pyproject.toml (docs/running.md, "Dependencies").
+PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes
+PIP_PROJECT := $(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+
+$(VENV)/.installed: pyproject.toml requirements-embedded.lock | $(BIN)/python
+	$(PIP_LOCKED) -r requirements-embedded.lock
+	$(PIP_PROJECT)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml requirements-dev.lock | $(BIN)/python
+	$(PIP_LOCKED) -r requirements-dev.lock
+	$(PIP_PROJECT)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed ## Create .venv and install the service
@@ -59,6 +67,37 @@ mypy: install-dev ## Type-check the packages (strict)
 	$(BIN)/mypy
 
 all: lint mypy test ## Everything CI checks
+
+# pip-compile (pip-tools) resolves pyproject.toml once, for Python 3.11 on Linux (the
+# image's and CI's), with every file's hash. requirements-dev.lock is the full set; the
+# others are resolved under it (-c), so one package has one version in all four.
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links
+# The build backend too: the project installs with --no-build-isolation.
+BUILD_DEPS := --build-deps-for editable
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile
+
+lock: install-dev ## Regenerate the lock files from pyproject.toml (newest versions allowed)
+	$(PIP_COMPILE) $(LOCK_FLAGS) $(BUILD_DEPS) --upgrade --extra dev -o requirements-dev.lock pyproject.toml
+	$(PIP_COMPILE) $(LOCK_FLAGS) $(BUILD_DEPS) -c requirements-dev.lock -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) $(LOCK_FLAGS) $(BUILD_DEPS) -c requirements-dev.lock --extra embedded \
+		-o requirements-embedded.lock pyproject.toml
+	$(PIP_COMPILE) $(LOCK_FLAGS) -c requirements.lock -o deploy/rq-dashboard.lock \
+		deploy/rq-dashboard.in
+
+# pip-audit over the locked set, nothing resolved again (--disable-pip --no-deps).
+# --strict: a package it could not look up fails the target, so an advisory service it
+# cannot reach is an error, never a silent "No known vulnerabilities found".
+AUDIT_LOCKS := requirements-dev.lock requirements.lock deploy/rq-dashboard.lock
+audit: install-dev ## pip-audit the lock files against PyPI's advisories (needs the network)
+	@for lock in $(AUDIT_LOCKS); do \
+	  echo "pip-audit $$lock"; \
+	  $(BIN)/pip-audit --strict --progress-spinner off --disable-pip --require-hashes \
+	    -r $$lock || { \
+	    echo "make audit: FAILED for $$lock: a known vulnerability, or a package the" \
+	      "advisory service (https://pypi.org/pypi/NAME/VERSION/json) did not answer" \
+	      "for; see the lines above" >&2; exit 1; }; \
+	done
 
 bench: install-dev ## Throughput benchmark (not part of make test)
 	$(BIN)/python -m bench

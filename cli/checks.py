@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from redis import Redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.config import Settings
+from shared.config import Settings, redact_url
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import PermitPushError
 from shared.redis import make_receiver_redis
@@ -40,7 +41,9 @@ def require_redis(redis: Redis, url: str) -> None:
     try:
         redis.ping()
     except Exception as exc:
-        raise ServiceUnavailableError(f"cannot reach Redis at {_safe(url)}: {exc}") from None
+        raise ServiceUnavailableError(
+            f"cannot reach Redis at {redact_url(url)}: {_no_password(exc, url)}"
+        ) from None
 
 
 def require_database(engine: Engine) -> None:
@@ -48,14 +51,16 @@ def require_database(engine: Engine) -> None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        reason = _no_password(getattr(exc, "orig", exc), str(engine.url.password or ""))
+        reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
         url = engine.url.render_as_string(hide_password=True)
         raise ServiceUnavailableError(f"cannot reach the database at {url}: {reason}") from None
 
 
-def _safe(url: str) -> str:
-    """The URL without its password, fit for an error message."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return scheme + sep + rest
+def _no_password(exc: BaseException, url_or_password: str) -> str:
+    """The error's text, with the URL's password (if it somehow appears) as ***."""
+    text = str(exc)
+    password = url_or_password
+    if "://" in url_or_password:
+        password = urlsplit(url_or_password).password or ""
+    return text.replace(password, "***") if password else text

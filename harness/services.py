@@ -59,13 +59,17 @@ def wait_until(
 class RedisServer:
     """A private redis-server with AOF (appendfsync everysec unless told otherwise)."""
 
-    def __init__(self, appendfsync: str = "everysec", binary: str = "redis-server") -> None:
+    def __init__(
+        self, appendfsync: str = "everysec", binary: str = "redis-server", password: str = ""
+    ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="pp-fault-redis-"))
         self.appendfsync = appendfsync
         self.binary = binary
+        self.password = password  # requirepass, and in the URL, when given
         self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         argv = [
@@ -74,6 +78,8 @@ class RedisServer:
             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
             "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
         ]  # fmt: skip
+        if self.password:
+            argv += ["--requirepass", self.password]
         with (self.dir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: Redis.from_url(self.url, socket_timeout=0.5).ping(), 10, "redis up")

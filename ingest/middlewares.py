@@ -40,6 +40,8 @@ _HTTP_MESSAGES = {
     404: "No such endpoint.",
     405: "That method is not allowed on this endpoint.",
     413: "The request body is too large.",
+    # REQUEST_READ_TIMEOUT_S passed while the handler read the body (ingest/server.py).
+    408: "The request was not received in time (Request Timeout).",
 }
 
 
@@ -98,6 +100,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(exc.status, codes.NOT_PARSEABLE, message=message)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
+        if exc.status == 408:
+            response.force_close()  # the rest of the body is not coming in time
         return response
     except Exception:
         log.exception("request_failed")

@@ -22,6 +22,19 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part (scheme://user:PASSWORD@host) as ***,
+    for error messages and logs; a URL without one is returned as it is."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a process needs to know about its deployment.
@@ -88,6 +101,15 @@ class Settings:
     # the token travels in the body or the Authorization header, never in a cookie, and
     # credentials are never allowed.
     cors_allow_origins: str = "*"
+    # Slow clients: a request's headers and body must arrive within this many seconds of
+    # its first byte (or of the connection's opening), else 408 and the connection closes;
+    # 0 turns the deadline off. An idle keep-alive connection closes after
+    # keepalive_timeout_s.
+    request_read_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 75.0
+    # A second port of the receiver for /readyz and /metrics (and /healthz) only; the main
+    # port then answers 404 for /readyz and /metrics. 0: both on the main port.
+    probes_port: int = 0
     # Worker.
     token_publish_s: float = 30.0
     stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
@@ -130,13 +152,16 @@ class Settings:
     def validate(self) -> None:
         """Reject settings that would only fail later, far from their cause."""
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"REDIS_URL={self.redis_url!r} must start with redis://")
+            raise ConfigError(f"REDIS_URL={redact_url(self.redis_url)!r} must start with redis://")
         try:
             urlsplit(self.redis_url).port  # noqa: B018 - parsing is the check
         except ValueError:
-            raise ConfigError(f"REDIS_URL={self.redis_url!r} has an invalid port") from None
+            raise ConfigError(
+                f"REDIS_URL={redact_url(self.redis_url)!r} has an invalid port"
+            ) from None
         if "://" not in self.database_url:
-            raise ConfigError(f"DATABASE_URL={self.database_url!r} is not a database URL")
+            # No scheme, so no user part to find: say nothing of the value itself.
+            raise ConfigError("DATABASE_URL is not a database URL (scheme://...)")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"LOG_FORMAT={self.log_format!r} must be json or console")
         if not self.queue_name:
@@ -229,6 +254,8 @@ _AT_LEAST: dict[str, float] = {
     "abandoned_job_s": 3,
     "maintenance_interval_s": 1,
     "db_retry_s": 0,
+    "request_read_timeout_s": 0,
+    "probes_port": 0,
 }
 # Timeouts and intervals: 0 would mean "never wait" or a busy loop.
 _ABOVE_ZERO = (
@@ -237,4 +264,5 @@ _ABOVE_ZERO = (
     "stats_publish_s",
     "redis_memory_check_s",
     "dedup_read_timeout_s",
+    "keepalive_timeout_s",
 )

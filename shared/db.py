@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from shared.config import Settings
+from shared.config import Settings, redact_url
 from shared.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -25,7 +25,9 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     try:
         url = make_url(settings.database_url)
     except ArgumentError:
-        raise ConfigError(f"DATABASE_URL={settings.database_url!r} is not a database URL") from None
+        raise ConfigError(
+            f"DATABASE_URL={redact_url(settings.database_url)!r} is not a database URL"
+        ) from None
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,7 @@ import pytest
 import rq
 import yaml
 from redis import Redis
+from redis import exceptions as redis_exceptions
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +49,8 @@ HEALTHY = ["redis", "postgres", "ingest", "worker", "rq-dashboard", "prometheus"
 # A killed worker's batch is re-run after ABANDONED_JOB_S + MAINTENANCE_INTERVAL_S
 # (30 + 10 s by default), so stored-in-time allows well over that.
 STORED_TIMEOUT_S = 180.0
+# docker-compose.yml has no default passwords: the run gets fresh ones.
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 def run(
@@ -153,14 +157,16 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
     def redis(self) -> Redis:
-        return Redis(port=self.ports["redis"], socket_timeout=5)
+        return Redis(
+            port=self.ports["redis"], password=self.env["REDIS_PASSWORD"], socket_timeout=5
+        )
 
     def database(self) -> psycopg.Connection[Any]:
         return psycopg.connect(
             host="127.0.0.1",
             port=self.ports["postgres"],
             user="permit_push",
-            password="permit_push",
+            password=self.env["POSTGRES_PASSWORD"],
             dbname="permit_push",
             connect_timeout=5,
             autocommit=True,
@@ -172,7 +178,8 @@ class Stack:
 
 
 def prometheus_config(ingest_port: int, prometheus_port: int) -> dict[str, Any]:
-    """deploy/prometheus/prometheus.yml with 127.0.0.1 for Docker's DNS names."""
+    """deploy/prometheus/prometheus.yml with 127.0.0.1 for Docker's DNS names
+    (``ingest_port``: the receiver's probes port, where /metrics is)."""
     config: dict[str, Any] = yaml.safe_load(
         (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8")
     )
@@ -189,12 +196,12 @@ def prometheus_config(ingest_port: int, prometheus_port: int) -> dict[str, Any]:
 def stack(
     engine: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Stack]:
-    names = ["redis", "postgres", "ingest", "rq-dashboard", "prometheus"]
+    names = ["redis", "postgres", "ingest", "probes", "rq-dashboard", "prometheus"]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     config_dir = tmp_path_factory.mktemp("prometheus")
     config_dir.chmod(0o755)
     (config_dir / "prometheus.yml").write_text(
-        yaml.safe_dump(prometheus_config(ports["ingest"], ports["prometheus"])), encoding="utf-8"
+        yaml.safe_dump(prometheus_config(ports["probes"], ports["prometheus"])), encoding="utf-8"
     )
     (config_dir / "prometheus.yml").chmod(0o644)
     env = {
@@ -202,9 +209,11 @@ def stack(
         "PP_REDIS_PORT": str(ports["redis"]),
         "PP_POSTGRES_PORT": str(ports["postgres"]),
         "PP_INGEST_PORT": str(ports["ingest"]),
+        "PP_PROBES_PORT": str(ports["probes"]),
         "PP_DASHBOARD_PORT": str(ports["rq-dashboard"]),
         "PP_PROMETHEUS_PORT": str(ports["prometheus"]),
         "PP_PROMETHEUS_CONFIG_DIR": str(config_dir),
+        **{name: secrets.token_hex(16) for name in SECRETS},
     }
     stack = Stack(env=env, ports=ports)
     print(f"\nports: {ports}")
@@ -277,6 +286,17 @@ def all_healthy(stack: Stack, workers: int) -> dict[str, str] | None:
     wanted += [f"{PROJECT}-worker-{i}" for i in range(1, workers + 1)]
     ok = all(states.get(name) == "healthy" for name in wanted)
     return states if ok else None
+
+
+def http_status(url: str) -> int:
+    async def get() -> int:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(url) as response,
+        ):
+            return response.status
+
+    return asyncio.run(get())
 
 
 def make_permit(token: str, permit_no: str) -> dict[str, str]:
@@ -420,6 +440,18 @@ def test_1_images_build(step: Stack) -> None:
 
 
 def test_2_migrate_then_three_workers(step: Stack) -> None:
+    # No default passwords: without one of them compose refuses to start, naming it.
+    for name in SECRETS:
+        env = {key: value for key, value in step.env.items() if key != name}
+        files = [arg for path in COMPOSE_FILES for arg in ("-f", str(path))]
+        refused = run(
+            ["docker", "compose", "-p", PROJECT, *files, "up", "--no-start"],
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert refused.returncode != 0, name
+        assert f"set {name}" in refused.stderr, refused.stderr
     step.compose("up", "-d", "--pull", "never", "--wait", "postgres", timeout=180)
     step.compose("run", "--rm", "--no-deps", "migrate", timeout=180)
     step.compose("up", "-d", "--pull", "never", "--scale", f"worker={WORKERS}", timeout=300)
@@ -449,6 +481,13 @@ def test_2_migrate_then_three_workers(step: Stack) -> None:
         60,
     )
     assert workers
+    # Redis requires its password, also on the host network; the receiver's probes are on
+    # their own port only.
+    with pytest.raises(redis_exceptions.AuthenticationError):
+        Redis(port=step.ports["redis"], socket_timeout=5).ping()
+    for path, main_status in (("/readyz", 404), ("/metrics", 404), ("/healthz", 200)):
+        assert http_status(step.url("ingest", path)) == main_status, path
+        assert http_status(step.url("probes", path)) == 200, path
     # The running Redis keeps every job, as docker-compose.yml asks.
     config = step.redis().config_get("*")
     assert (config["appendonly"], config["appendfsync"], config["maxmemory-policy"]) == (
@@ -626,7 +665,7 @@ def test_7_dashboards_answer_and_prometheus_scrapes_the_receiver(step: Stack) ->
         return ingest if ingest and all(t["health"] == "up" for t in ingest) else None
 
     ingest = wait_until("Prometheus scraping the receiver", receiver_up, 60, 2)
-    assert ingest[0]["labels"]["instance"] == f"127.0.0.1:{step.ports['ingest']}"
+    assert ingest[0]["labels"]["instance"] == f"127.0.0.1:{step.ports['probes']}"
     # And what it scraped is the receiver's own figures.
     query = step.url("prometheus", "/api/v1/query?query=permit_push_http_requests_total")
     wait_until(

@@ -187,7 +187,52 @@ def test_worker_scales(services: dict[str, Any]) -> None:
 def test_ingest_is_published_and_checked_on_readyz(services: dict[str, Any]) -> None:
     ingest = services["ingest"]
     assert any(str(port).endswith(":8080") for port in ingest["ports"])
-    assert any("/readyz" in arg for arg in argv(ingest["healthcheck"]["test"]))
+    # /readyz and /metrics are on the probes port, which is not published.
+    probes = ingest["environment"]["PROBES_PORT"]
+    assert f"http://127.0.0.1:{probes}/readyz" in argv(ingest["healthcheck"]["test"])
+    assert not any(str(port).endswith(f":{probes}") for port in ingest["ports"])
+    prometheus = load_yaml(PROMETHEUS_CONFIG)
+    (job,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == "ingest"]
+    assert [sd["port"] for sd in job["dns_sd_configs"]] == [int(probes)]
+
+
+SECRET = re.compile(
+    r"\$\{(REDIS_PASSWORD|POSTGRES_PASSWORD|GRAFANA_ADMIN_PASSWORD)(:?[-?])([^}]*)\}"
+)
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_OVERRIDE], ids=["compose", "override"])
+def test_no_default_passwords(path: Path) -> None:
+    """Every secret is `${VAR:?message}`: a missing one stops `up`, naming it."""
+    text = path.read_text(encoding="utf-8")
+    uses = SECRET.findall(text)
+    assert uses, path
+    for name, how, message in uses:
+        assert how == ":?", f"{name} has a default ({how})"
+        assert message.startswith(f"set {name}"), message
+    assert not re.search(r"PASSWORD\w*:\s*['\"]?[A-Za-z0-9_]+['\"]?\s*$", text, re.MULTILINE)
+
+
+def test_redis_requires_a_password_and_sits_on_an_internal_network(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    command = argv(services["redis"]["command"])
+    password = command[command.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?"), password
+    # The healthcheck's redis-cli authenticates through the environment, not its argv.
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == password
+    assert compose["networks"]["backend"]["internal"] is True
+    assert services["redis"]["networks"] == ["backend"]
+    assert services["postgres"]["networks"] == ["backend"]
+    assert "ports" not in services["redis"] and "ports" not in services["postgres"]
+    # Every service gets its URL with the credentials.
+    urls = [services["rq-dashboard"]["environment"]["RQ_DASHBOARD_REDIS_URL"]]
+    for name in PERMIT_PUSH_SERVICES:
+        assert "backend" in services[name]["networks"], name
+        env = services[name]["environment"]
+        urls += [env["REDIS_URL"], env["DATABASE_URL"]]
+    for url in urls:
+        assert re.match(r"[a-z+]+://[a-z_]*:\$\{[A-Z_]+_PASSWORD:\?[^}]+\}@", url), url
 
 
 def test_rq_dashboard_shows_the_queue_the_metrics_report(
@@ -261,6 +306,9 @@ def test_override_runs_every_container_on_the_host_network_from_local_images(
     assert set(override) == set(services)
     for name, service in override.items():
         assert service["network_mode"] == "host", name
+        # The base file's networks mean nothing on the host network; they are dropped.
+        if "networks" in services[name]:
+            assert service["networks"] == {"!reset": True}, name
         # Published ports mean nothing on the host network; they are dropped, not kept.
         if "ports" in services[name]:
             assert service["ports"] == {"!reset": True}, name
@@ -290,12 +338,12 @@ def test_override_changes_only_addresses_and_ports(
         "--port",
         redis_port,
     ]
-    base_env = compose["x-permit-push"]["environment"]
     for name in PERMIT_PUSH_SERVICES:
+        base_env = services[name]["environment"]
         env = override[name]["environment"]
         assert set(env) <= set(base_env), name
         assert env["REDIS_URL"] == base_env["REDIS_URL"].replace(
-            "redis:6379", f"127.0.0.1:{redis_port}"
+            "@redis:6379", f"@127.0.0.1:{redis_port}"
         )
         assert env["DATABASE_URL"] == base_env["DATABASE_URL"].replace(
             "@postgres:5432", "@127.0.0.1:${PP_POSTGRES_PORT:-15432}"
@@ -307,7 +355,7 @@ def test_override_changes_only_addresses_and_ports(
     # Each probe asks its own service: this host runs its own Redis on 6379.
     assert f"-p {redis_port}" in argv(override["redis"]["healthcheck"]["test"])[1]
     for name, port in (
-        ("ingest", "PP_INGEST_PORT"),
+        ("ingest", "PP_PROBES_PORT"),
         ("rq-dashboard", "PP_DASHBOARD_PORT"),
         ("prometheus", "PP_PROMETHEUS_PORT"),
     ):
@@ -345,7 +393,9 @@ def test_dockerfile_installs_the_project_for_a_non_root_user() -> None:
     # FROM ${PYTHON_IMAGE}: the official image unless a build arg says otherwise.
     assert base[0].split()[1] == "${PYTHON_IMAGE}"
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE.read_text(encoding="utf-8")
-    assert any(re.match(r"RUN pip install /src\b", line) for line in base)
+    assert any(
+        re.search(r"pip install --no-deps --no-build-isolation /src\b", line) for line in base
+    )
     for name in ("app", "rq-dashboard"):
         users = [line.split()[1] for line in stages[name] if line.startswith("USER ")]
         assert users and users[-1] not in ("root", "0"), name
@@ -425,8 +475,8 @@ def test_prometheus_scrapes_every_receiver(services: dict[str, Any]) -> None:
     # DNS discovery of the compose service name finds each replica.
     (sd,) = ingest["dns_sd_configs"]
     assert sd["names"] == ["ingest"]
-    assert sd["port"] == 8080
-    assert "ingest" in services
+    # The receiver's probes port: /metrics is not served on 8080 in the stack.
+    assert sd["port"] == int(services["ingest"]["environment"]["PROBES_PORT"]) == 8081
 
 
 def test_alerts_cover_what_an_operator_needs() -> None:
