@@ -9,6 +9,7 @@ reference id for the same permit would show too).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import time
 
@@ -18,7 +19,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from harness.load import Count, Fleet, stored_rows, wait_for_count
+from harness.load import Count, Fleet, count, stored_rows, wait_for_count
 from harness.services import wait_until
 from shared.ports import wait_for_port
 from tests.fault.conftest import Stack
@@ -262,6 +263,41 @@ def test_resend_the_receiver_could_not_know_becomes_an_alias(stack: Stack) -> No
     wait_until(applied, 30, "update and delete applied")
     rows = _permit_rows(stack)
     assert len(rows) == 1 and rows[0][1] == "20.00", rows
+
+
+def test_redis_restarted_without_its_aof_stores_nothing_twice(stack: Stack) -> None:
+    """Redis comes back EMPTY (its AOF gone: a new host, a failover to an empty replica).
+
+    What is lost is exactly what was only in the queue: permits acknowledged while no
+    worker ran. Everything stored before stays stored once, and resending it gets the
+    first reference id (from the database, since Redis forgot it) and no second row.
+    """
+    stack.serve()
+    worker = stack.worker()
+    wait_for_port(stack.port)
+    stored = Fleet(stack.base_url, stack.token, count=200, prefix="kept", deadline_s=30)
+    stored.start()
+    stored.join(40)
+    assert_exact(wait_for_count(stored, stack.pg.url, timeout_s=30), stack, stored)
+    assert worker.stop() == 0
+    queued = Fleet(stack.base_url, stack.token, count=100, prefix="queued", deadline_s=30)
+    queued.start()
+    queued.join(40)
+    assert len(queued.acked) == 100  # acknowledged: in Redis's queue, and nowhere else
+    stack.redis.kill()
+    shutil.rmtree(stack.redis.dir)  # the AOF with it
+    stack.redis.dir.mkdir()
+    stack.redis.start()
+    stack.worker("worker-after")  # republishes the tokens, so pushes are accepted again
+    resent = Fleet(stack.base_url, stack.token, count=200, prefix="kept", deadline_s=60)
+    resent.start()
+    resent.join(70)
+    assert resent.acked == stored.acked  # every resend got its FIRST reference id
+    after = wait_for_count(resent, stack.pg.url, timeout_s=30)
+    assert after.exact and after.duplicates == 0, after
+    lost = count(queued, stack.pg.url)
+    # The permits that were only in the lost queue: documented in docs/reliability.md.
+    assert (lost.stored, lost.lost, lost.duplicates) == (0, 100, 0), lost
 
 
 def _permit_rows(stack: Stack) -> list[tuple[str, str]]:
