@@ -14,6 +14,7 @@ from redis import Redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, upgrade_database
 from shared.models import Base
@@ -94,3 +95,13 @@ def real_redis(redis_url: str) -> Iterator[Redis]:
     yield redis
     redis.flushdb()
     redis.close()
+
+
+@pytest.fixture
+def pg_token(pg_sessions: sessionmaker[Session], real_redis: Redis) -> str:
+    """An API client "meters" in PostgreSQL, its token published to the real Redis."""
+    with pg_sessions.begin() as session:
+        token = create_client(session, "meters")
+        session.flush()
+        publish_tokens(session, real_redis)
+    return token

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli import main
 from ingest.app import create_app
 from ingest.routes import PUSH_PATH
-from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.constants import REFERENCE_KEY_PREFIX
 from shared.models import DeadLetter, Permit
@@ -32,12 +31,8 @@ from worker.jobs import persist_permits
 
 
 @pytest.fixture
-def token(pg_sessions: sessionmaker[Session], real_redis: Redis) -> str:
-    with pg_sessions.begin() as session:
-        token = create_client(session, "meters")
-        session.flush()
-        publish_tokens(session, real_redis)
-    return token
+def token(pg_token: str) -> str:
+    return pg_token
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli import main
 from ingest.app import create_app
 from ingest.routes import PUSH_PATH, UPDATE_PATH
-from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.constants import OPERATION_SEQ_KEY
 from shared.models import DeadLetter, PermitOperation
@@ -57,11 +56,9 @@ async def test_order_numbers_never_go_backwards_after_redis_rewound_or_lost_its_
     pg_settings: Settings,
     pg_sessions: sessionmaker[Session],
     real_redis: Redis,
+    pg_token: str,
 ) -> None:
-    with pg_sessions.begin() as session:
-        token = create_client(session, "meters")
-        session.flush()
-        publish_tokens(session, real_redis)
+    token = pg_token
     client: TestClient = await aiohttp_client(create_app(pg_settings, redis=real_redis))
     push = await (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).json()
     update = {"apiToken": token, "referenceID": push["reference_id"]}

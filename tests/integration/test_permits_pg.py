@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.app import create_app
 from ingest.routes import ACTIVE_PATH, DELETE_PATH, PUSH_PATH, UPDATE_PATH
-from shared.clients import create_client, publish_tokens
 from shared.config import Settings
 from shared.models import Permit
 from tests.factories import make_payload, permits_queue
@@ -30,11 +29,9 @@ async def test_several_workers_apply_operations_in_the_order_received(
     pg_settings: Settings,
     pg_sessions: sessionmaker[Session],
     real_redis: Redis,
+    pg_token: str,
 ) -> None:
-    with pg_sessions.begin() as session:
-        token = create_client(session, "meters")
-        session.flush()
-        publish_tokens(session, real_redis)
+    token = pg_token
     client: TestClient = await aiohttp_client(create_app(pg_settings, redis=real_redis))
     refs = []
     for i in range(PERMITS):
