@@ -187,11 +187,20 @@ class PermitEnqueuer:
             if isinstance(outcome, str) and position not in stored:
                 permits[outcome] = to_job_permit(item, outcome, self._timezone)
         if permits:
-            self.writer.write(
+            job_id = self.writer.write(
                 PERSIST_PERMITS_JOB,
                 {"permits": list(permits.values())},
                 f"persist_permits({len(permits)} permits)",
                 {ref: permit["client_id"] for ref, permit in permits.items()},
+            )
+            # The accepted pushes' one line: per batch, not per request (the request's own
+            # line is for refusals only, ingest/middlewares.py).
+            log.info(
+                "permits_enqueued",
+                job_id=job_id,
+                size=len(items),
+                enqueued=len(permits),
+                reference_ids=list(permits),
             )
         return outcomes
 
