@@ -18,7 +18,6 @@ from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.results import Result
-from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +26,7 @@ from shared.config import Settings
 from shared.counts import DatabaseCounts, count_database
 from shared.db import make_engine, make_sessionmaker
 from shared.models import Permit
+from shared.queue import JOB_SERIALIZER
 from shared.queue_stats import JOB_STATUSES, QueueStats, read_queue_stats
 
 LATEST_FAILURES = 3
@@ -106,11 +106,11 @@ def take_snapshot(redis: Redis, session: Session, queue_name: str) -> Snapshot:
 
 def latest_failures(redis: Redis, queue_name: str, limit: int = LATEST_FAILURES) -> list[Failure]:
     """The most recent jobs in RQ's failed job registry, with the error that failed each."""
-    registry = FailedJobRegistry(queue_name, connection=redis, serializer=JSONSerializer)
+    registry = FailedJobRegistry(queue_name, connection=redis, serializer=JOB_SERIALIZER)
     # Scored by expiry (failure time + the same TTL), so the highest score failed last.
     job_ids = registry.get_job_ids(0, limit - 1, desc=True, cleanup=False)
     failures = []
-    jobs = Job.fetch_many(job_ids, connection=redis, serializer=JSONSerializer)
+    jobs = Job.fetch_many(job_ids, connection=redis, serializer=JOB_SERIALIZER)
     for job_id, job in zip(job_ids, jobs, strict=True):
         result = job.latest_result() if job is not None else None
         if result is not None and result.type == Result.Type.FAILED:

@@ -74,6 +74,11 @@ class ReceiverMetrics:
             ["error_code"],
             registry=own,
         )
+        # Each label set's child, looked up once: ``labels()`` takes a lock and builds
+        # the key on every call. The label values are few (routes, methods, statuses).
+        self._requests: dict[tuple[str, str, int], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
+        self._rejected: dict[int, Counter] = {}
         queue_figures = QueueCollector(redis, [settings.queue_name])
         if settings.prometheus_multiproc_dir:
             # The instruments above write to files there; this sums every process's files.
@@ -83,6 +88,22 @@ class ReceiverMetrics:
         else:
             self.registry = own
         self.registry.register(queue_figures)
+
+    def request_done(
+        self, route: str, method: str, status: int, error_code: int | None, elapsed_s: float
+    ) -> None:
+        """Count one answered request; ``error_code``: a rejected push's OPS-COM code."""
+        key = (route, method, status)
+        if (counter := self._requests.get(key)) is None:
+            counter = self._requests[key] = self.requests.labels(route, method, str(status))
+        counter.inc()
+        if (duration := self._durations.get(route)) is None:
+            duration = self._durations[route] = self.request_duration.labels(route)
+        duration.observe(elapsed_s)
+        if error_code is not None:
+            if (rejected := self._rejected.get(error_code)) is None:
+                rejected = self._rejected[error_code] = self.rejected.labels(str(error_code))
+            rejected.inc()
 
     def timed_flush(
         self, flush: Callable[[list[Item]], list[Outcome]]

@@ -17,7 +17,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from ingest.auth import BODY_TOKEN, authenticate, may_not_push, not_permitted, unknown_token
@@ -46,7 +45,6 @@ async def push_permit(request: web.Request) -> web.Response:
     client = await authenticate(request, permit.api_token)
     item = PushItem(client, permit, received_at, request.headers.get(IDEMPOTENCY_HEADER))
     reference_id = await request.app[PERMIT_BATCHER].submit(item)
-    structlog.contextvars.bind_contextvars(reference_id=reference_id)  # on the request's line
     return json_response(success_body(reference_id))
 
 

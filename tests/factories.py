@@ -11,7 +11,6 @@ from uuid import uuid4
 
 from redis import Redis
 from rq import Queue, SimpleWorker
-from rq.serializers import JSONSerializer
 
 import shared.queue
 from harness.payloads import SEED_TOKEN
@@ -90,6 +89,6 @@ def make_permit_job(client_id: int, zone: str | None = "Lot 4", **overrides: Any
 
 def run_worker(redis: Redis) -> None:
     """Run the queue dry in-process, as a burst SimpleWorker (rq's testing advice)."""
-    SimpleWorker([permits_queue(redis)], connection=redis, serializer=JSONSerializer).work(
-        burst=True
-    )
+    SimpleWorker(
+        [permits_queue(redis)], connection=redis, serializer=shared.queue.JOB_SERIALIZER
+    ).work(burst=True)

@@ -16,11 +16,10 @@ from functools import partial
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from rq.serializers import JSONSerializer
 
 from shared.clients import publish_tokens
 from shared.config import Settings
-from shared.queue import permits_queue
+from shared.queue import JOB_SERIALIZER, permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
 from worker.operations import raise_operation_counter
@@ -56,7 +55,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             worker = HeartbeatWorker(
                 [queue],
                 connection=redis,
-                serializer=JSONSerializer,
+                serializer=JOB_SERIALIZER,
                 log_job_description=False,  # job arguments are permits: never log them
                 abandoned_job_s=settings.abandoned_job_s,
                 # RQ blocks an idle worker in BLMOVE for worker_ttl - 15 s and only then

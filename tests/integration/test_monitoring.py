@@ -189,12 +189,19 @@ def test_monitoring_with_a_real_receiver_and_worker(
     assert token not in everything
     assert POISON not in everything
     assert "PL8RDR" not in everything  # the plate of every push: no body is ever logged
+    # Accepted pushes are logged per batch with their reference ids and the job's id;
+    # a refused push has a line of its own, with its request id and code.
+    enqueued = [line for line in serve_log if line["event"] == "permits_enqueued"]
+    assert sorted(ref for line in enqueued for ref in line["reference_ids"]) == sorted(references)
     pushes = [line for line in serve_log if line["event"] == "request_handled"]
-    accepted = [line for line in pushes if line["status"] == 200]
-    assert sorted(line["reference_id"] for line in accepted) == sorted(references)
     assert all(line["request_id"] for line in pushes)
-    assert sorted(line["error_code"] for line in pushes if line["status"] != 200) == [9002, 9006]
+    assert sorted((line["status"], line["error_code"]) for line in pushes) == [
+        (400, 9006),
+        (401, 9002),
+    ]
     rq_lines = [line for line in worker_log if line["logger"].startswith("rq.")]
     assert any("exception raised while executing" in line["event"] for line in rq_lines)
     stored = [line for line in worker_log if line["event"] == "permits_stored"]
     assert sum(line["stored"] for line in stored) == 4 and all(line["job_id"] for line in stored)
+    # The receiver's batch line and the worker's name the same job.
+    assert {line["job_id"] for line in enqueued} == {line["job_id"] for line in stored}

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
+import fakeredis
 import pytest
+import structlog
+import structlog.testing
+from aiohttp.test_utils import TestClient
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
+import ingest.middlewares
+import ingest.permit_enqueuer
+from ingest.app import create_app
+from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.db import make_engine
 from shared.models import Permit
+from tests.factories import make_payload, permits_queue
 
 
 def test_stdlib_and_rq_records_come_out_as_one_json_object_a_line() -> None:
@@ -92,3 +104,35 @@ def test_console_drops_maintenance_and_setup_chatter_but_keeps_jobs_and_errors()
     for kept in ("Running upgrade 0001 -> 0002", "Job OK", "could not connect to Redis"):
         assert kept in console, console
     assert "cleaning registries" in lines("json")  # operators' logs keep everything
+
+
+async def test_an_accepted_push_is_logged_with_its_batch_and_a_refused_one_alone(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fresh loggers: an earlier test may have configured structlog to cache its loggers.
+    for module in (ingest.middlewares, ingest.permit_enqueuer):
+        monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
+    client: TestClient = await aiohttp_client(  # type: ignore[assignment]
+        create_app(dataclasses.replace(settings, batch_window_ms=50), redis=redis)
+    )
+    with structlog.testing.capture_logs() as lines:
+        replies = await asyncio.gather(
+            *(
+                client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo=f"P{n}"))
+                for n in range(3)
+            )
+        )
+        refused = await client.post(PUSH_PATH, json=make_payload(apiToken=token, LicencePlate=None))
+    references = sorted([(await reply.json())["reference_id"] for reply in replies])
+    assert refused.status == 400
+    (batch,) = [line for line in lines if line["event"] == "permits_enqueued"]
+    assert (batch["size"], batch["enqueued"]) == (3, 3)
+    assert sorted(batch["reference_ids"]) == references
+    assert batch["job_id"] == permits_queue(redis).get_job_ids()[0]
+    # No line per accepted request; the refused one keeps its line and its code.
+    handled = [line for line in lines if line["event"] == "request_handled"]
+    assert [(line["status"], line["error_code"]) for line in handled] == [(400, 9006)]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
+import uuid
 from collections.abc import Callable
 
 import fakeredis
 from aiohttp.test_utils import TestClient
 
 from ingest.app import create_app
+from ingest.permit_enqueuer import new_reference_ids
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.constants import TOKENS_KEY, TOKENS_LOADED_KEY
@@ -181,3 +184,18 @@ async def test_a_time_at_the_edge_of_the_calendar_fails_only_its_own_request(
     assert (bad.status, (await bad.json())["ErrorCode"]) == (400, 9005)
     (permit,) = queued_permits(redis)
     assert permit["starts_at"] == "2018-07-02T13:00:00+00:00"  # 09:00 in Toronto (EDT)
+
+
+def test_reference_ids_of_a_batch_are_distinct_version_4_uuids() -> None:
+    ids = new_reference_ids(1000)
+    assert len({str(i) for i in ids}) == 1000
+    assert {(i.version, i.variant) for i in ids} == {(4, uuid.RFC_4122)}
+
+
+async def test_request_ids_are_32_hex_digits_and_distinct(client: TestClient, token: str) -> None:
+    seen = set()
+    for _ in range(3):
+        response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+        assert re.fullmatch("[0-9a-f]{32}", response.headers["X-Request-ID"])
+        seen.add(response.headers["X-Request-ID"])
+    assert len(seen) == 3
