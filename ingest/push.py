@@ -54,7 +54,10 @@ async def push_batch(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].max_batch_body_bytes
     entries = _entries(await read_json(request, max_bytes=limit))
     # Tokens first, before any validation: an unknown token costs a dict look-up.
-    clients = await _clients(request, entries)
+    tokens = [sent_token(entry) for entry in entries]
+    clients = await _clients(request, tokens)
+    if not clients:  # no entry carries a well-formed token: nothing is validated
+        raise ApiError(400, codes.TOKEN_MISSING, errors={BODY_TOKEN: ["Is required."]})
     if not any(clients.values()):
         raise unknown_token(request)  # no entry of a known client: nothing is validated
     # A batch carrying an enforcement token is refused whole (403): that token may not push.
@@ -65,8 +68,7 @@ async def push_batch(request: web.Request) -> web.Response:
     results: list[dict[str, Any] | None] = [None] * len(entries)
     unknown = error_body(codes.TOKEN_NOT_PERMITTED, errors=not_permitted(BODY_TOKEN))
     checked = []  # entries of known clients, and those without a well-formed token (9001...)
-    for position, entry in enumerate(entries):
-        token = sent_token(entry)
+    for position, token in enumerate(tokens):
         if token is not None and clients[token] is None:
             results[position] = unknown
         else:
@@ -105,14 +107,13 @@ def _entries(body: Any) -> list[Any]:
     return body
 
 
-async def _clients(request: web.Request, entries: list[Any]) -> dict[str, ClientInfo | None]:
+async def _clients(request: web.Request, tokens: list[str | None]) -> dict[str, ClientInfo | None]:
     """The client of each well-formed token the entries carry (None: unknown)."""
-    tokens = request.app[TOKENS]
+    cache = request.app[TOKENS]
     clients: dict[str, ClientInfo | None] = {}
-    for entry in entries:
-        token = sent_token(entry)
+    for token in tokens:
         if token is not None and token not in clients:
-            clients[token] = await tokens.authenticate(token)
+            clients[token] = await cache.authenticate(token)
     return clients
 
 

@@ -76,3 +76,15 @@ async def test_batch_must_be_an_array_of_1_to_1000(
     response = await client.post(BATCH_PATH, json=body)
     assert (response.status, (await response.json())["ErrorCode"]) == (400, 9003)
     assert permits_queue(redis).count == 0
+
+
+async def test_a_batch_whose_entries_carry_no_token_is_9001_not_9002(
+    client: TestClient, redis: fakeredis.FakeRedis
+) -> None:
+    """A missing token is "missing" (9001), as for a single push, not "not permitted"."""
+    body = [make_payload(apiToken=None), make_payload(apiToken=None, permitNo="2")]
+    response = await client.post(BATCH_PATH, json=body)
+    reply = await response.json()
+    assert (response.status, reply["ErrorCode"]) == (400, 9001), reply
+    assert reply["errors"] == {"apiToken": ["Is required."]}
+    assert permits_queue(redis).count == 0
