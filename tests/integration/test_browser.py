@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,13 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.payloads import SEED_BODY
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
-from shared.models import Permit
 from shared.ports import free_port, wait_for_port
+from tests.support.database import wait_for_row
 from tests.support.processes import cli, running
 
 # The flags a headless run in a container needs; nothing is fetched from outside.
@@ -77,17 +76,6 @@ request.send(JSON.stringify(body));
 </script>
 </body></html>
 """
-
-SEED_BODY: dict[str, str] = {
-    "apiToken": "YOUR-API-TOKEN",
-    "Amount": "14.50",
-    "CurrencyID": "CAD",
-    "LicencePlate": "PL8RDR",
-    "zone": "Lot 4",
-    "permitNo": "L4-1138",
-    "startTime": "2018-07-02T09:00:00",
-    "endTime": "2018-07-02T09:30:00",
-}
 
 
 @pytest.fixture(scope="module")
@@ -179,17 +167,6 @@ def browser(
     finally:
         static.terminate()
         static.wait(timeout=10)
-
-
-def wait_for_row(sessions: sessionmaker[Session], reference_id: str, timeout_s: float) -> Permit:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with sessions() as session:
-            permit = session.scalar(select(Permit).where(Permit.reference_id == reference_id))
-        if permit is not None or time.monotonic() > deadline:
-            assert permit is not None, f"{reference_id} not stored within {timeout_s} s"
-            return permit
-        time.sleep(0.05)
 
 
 def test_seed_example_from_another_origin_is_answered_and_stored(

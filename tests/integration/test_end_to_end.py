@@ -13,13 +13,12 @@ from uuid import UUID
 
 import pytest
 from redis import Redis
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
-from shared.models import Permit
 from shared.ports import free_port, wait_for_port
 from tests.factories import make_payload, seed_raw_request
+from tests.support.database import wait_for_row
 from tests.support.processes import cli, rq_info, running
 
 
@@ -70,17 +69,6 @@ def send_raw(port: int, request: bytes) -> tuple[int, dict[str, object]]:
     status = int(head.split(b" ")[1])
     assert b"Content-Type: application/json" in head
     return status, json.loads(body)
-
-
-def wait_for_row(sessions: sessionmaker[Session], reference_id: str, timeout_s: float) -> Permit:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with sessions() as session:
-            permit = session.scalar(select(Permit).where(Permit.reference_id == reference_id))
-        if permit is not None or time.monotonic() > deadline:
-            assert permit is not None, f"{reference_id} not stored within {timeout_s} s"
-            return permit
-        time.sleep(0.02)
 
 
 def test_seed_raw_request_byte_for_byte_is_stored_in_postgres(
