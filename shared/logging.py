@@ -53,6 +53,30 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    rq_worker = logging.getLogger("rq.worker")
+    if drop_rq_per_job_lines not in rq_worker.filters:
+        rq_worker.addFilter(drop_rq_per_job_lines)
+
+
+# RQ's INFO lines for every job that succeeds (dequeued, completed, "Job OK", result
+# kept), as its unformatted messages. Our own line per job (`permits_stored`,
+# `operations_applied`, ...) already says what happened, with the job id; four more
+# cost a busy worker more CPU than some of its jobs' work. Failures and retries are
+# warnings and errors: they always pass. tests/unit/test_rq_pins.py checks that RQ
+# still logs these very messages.
+RQ_PER_JOB_LINES = frozenset(
+    {
+        "Worker %s: %s: %s",
+        "Successfully completed job %s in %ss on worker %s",
+        "Worker %s: %s: %s (%s)",
+        "Worker %s: job %s result is kept for %s seconds",
+    }
+)
+
+
+def drop_rq_per_job_lines(record: logging.LogRecord) -> bool:
+    """A logger filter on ``rq.worker``: False for the INFO lines of ``RQ_PER_JOB_LINES``."""
+    return record.levelno > logging.INFO or record.msg not in RQ_PER_JOB_LINES
 
 
 # INFO lines a person at a console does not need, as (logger, start of the unformatted

@@ -17,19 +17,19 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now
 
 from worker.context import get_context
 from worker.expiry import dead_letter_old_failures
+from worker.lean_worker import LeanWorker
 
 log = structlog.get_logger(__name__)
 
 
-class HeartbeatWorker(SimpleWorker):
-    """A SimpleWorker whose running job counts as abandoned after ``abandoned_job_s`` of silence."""
+class HeartbeatWorker(LeanWorker):
+    """A LeanWorker whose running job counts as abandoned after ``abandoned_job_s`` of silence."""
 
     def __init__(self, *args: Any, abandoned_job_s: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

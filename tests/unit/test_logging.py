@@ -82,13 +82,17 @@ CHATTER = textwrap.dedent(
     migration.info("Context impl %s.", "SQLiteImpl")
     migration.info("Will assume %s DDL.", "non-transactional")
     migration.info("Running upgrade %s -> %s", "0001", "0002")
+    rq.info("Worker %s: %s: %s", "w1", "permits", "j1")
+    rq.info("Successfully completed job %s in %ss on worker %s", "j1", "0:00:00.01", "w1")
     rq.info("Worker %s: %s: %s (%s)", "w1", "permits", "Job OK", "j1")
+    rq.info("Worker %s: job %s result is kept for %s seconds", "w1", "j1", 60)
+    logging.getLogger("worker.jobs").info("permits_stored job_id=j1")
     rq.error("Worker %s: could not connect to Redis instance", "w1")
     """
 )
 
 
-def test_console_drops_maintenance_and_setup_chatter_but_keeps_jobs_and_errors() -> None:
+def test_console_drops_chatter_and_every_format_drops_rq_lines_per_job() -> None:
     def lines(log_format: str) -> str:
         return subprocess.run(
             [sys.executable, "-c", CHATTER, log_format],
@@ -98,12 +102,16 @@ def test_console_drops_maintenance_and_setup_chatter_but_keeps_jobs_and_errors()
             check=True,
         ).stderr
 
-    console = lines("console")
+    console, json_lines = lines("console"), lines("json")
     for chatter in ("cleaning registries", "setup plugin", "Context impl", "Will assume"):
         assert chatter not in console, console
-    for kept in ("Running upgrade 0001 -> 0002", "Job OK", "could not connect to Redis"):
-        assert kept in console, console
-    assert "cleaning registries" in lines("json")  # operators' logs keep everything
+    assert "cleaning registries" in json_lines  # operators' logs keep the maintenance
+    # RQ's four lines per successful job go in both formats; our own line per job stays.
+    for output in (console, json_lines):
+        for per_job in ("permits: j1", "Successfully completed", "Job OK", "result is kept"):
+            assert per_job not in output, output
+        for kept in ("Running upgrade 0001 -> 0002", "permits_stored", "could not connect"):
+            assert kept in output, output
 
 
 async def test_an_accepted_push_is_logged_with_its_batch_and_a_refused_one_alone(

@@ -51,6 +51,13 @@ BAD_ATTRIBUTES = [
     pytest.param({"startTime": "2018-07-02 09:00:00"}, 9007, "startTime", id="start-space"),
     pytest.param({"startTime": "2018-07-02T09:00:00Z"}, 9007, "startTime", id="start-offset"),
     pytest.param({"startTime": "2018-07-02T24:00:00"}, 9007, "startTime", id="start-hour-24"),
+    pytest.param({"startTime": "2018-07-02T09:60:00"}, 9007, "startTime", id="start-minute-60"),
+    pytest.param(
+        {"startTime": "\u0662\u0660\u0661\u0668-07-02T09:00:00"},
+        9007,
+        "startTime",
+        id="start-arabic-indic-digits",
+    ),
     pytest.param(
         {"startTime": None, "StartDateUtc": "02/07/2018"}, 9007, "StartDateUtc", id="start-alias"
     ),

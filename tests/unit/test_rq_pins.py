@@ -1,22 +1,32 @@
-"""What permit-push relies on in RQ's job format and serializer protocol.
+"""What permit-push relies on in RQ: its job format, serializer protocol and worker internals.
 
 An RQ upgrade that changes any of these breaks a test here, before it breaks the queue:
 jobs are written with ``shared.queue.OrjsonSerializer`` and must stay readable by RQ's own
-JSONSerializer (and the reverse: jobs queued before the switch, ``rq`` tools).
+JSONSerializer (and the reverse: jobs queued before the switch, ``rq`` tools); the worker
+methods ``worker.lean_worker.LeanWorker`` overrides keep their shape; RQ still logs the
+per-job lines ``shared.logging`` drops.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import logging
+import textwrap
 import zlib
+from collections.abc import Callable
 
 import fakeredis
+import pytest
 import rq
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer, resolve_serializer
+from rq.worker import BaseWorker
 
 from shared.config import Settings
+from shared.logging import RQ_PER_JOB_LINES
 from shared.queue import JOB_SERIALIZER, JobWriter, OrjsonSerializer
 from tests.factories import make_permit_job
 
@@ -53,3 +63,49 @@ def test_a_simple_worker_runs_a_job_either_serializer_wrote() -> None:
     jobs = [ours.enqueue(len, [1, 2, 3]), theirs.enqueue(len, [1, 2])]
     SimpleWorker([ours], connection=redis, serializer=JOB_SERIALIZER).work(burst=True)
     assert [job.latest_result().return_value for job in jobs] == [3, 2]  # type: ignore[union-attr]
+
+
+# What worker/lean_worker.py overrides, and shared/logging.py filters.
+
+
+def test_the_simple_worker_runs_a_job_as_the_lean_worker_repeats_it() -> None:
+    """LeanWorker.execute_job is SimpleWorker's with its last step pipelined."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(SimpleWorker.execute_job))).body[0]
+    assert isinstance(body, ast.FunctionDef)
+    calls = [
+        node.func.attr
+        for node in ast.walk(body)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    ]
+    assert calls == ["prepare_execution", "perform_job", "set_state"]
+
+
+@pytest.mark.parametrize(
+    ("method", "parameters"),
+    [
+        (BaseWorker.heartbeat, ["self", "timeout", "pipeline"]),
+        (BaseWorker.set_state, ["self", "state", "pipeline"]),
+        (BaseWorker.check_for_suspension, ["self", "burst"]),
+        (BaseWorker.get_state, ["self"]),
+    ],
+)
+def test_the_worker_methods_the_lean_worker_overrides(
+    method: Callable[..., object], parameters: list[str]
+) -> None:
+    assert list(inspect.signature(method).parameters) == parameters
+
+
+def test_rq_logs_these_lines_for_each_successful_job(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging.getLogger("rq.worker"), "filters", [])  # see them all
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    queue = Queue("pins", connection=redis, serializer=JOB_SERIALIZER)
+    queue.enqueue(len, [1])
+    worker = SimpleWorker(
+        [queue], connection=redis, serializer=JOB_SERIALIZER, log_job_description=False
+    )  # as worker/runner.py makes it
+    with caplog.at_level(logging.INFO, logger="rq.worker"):
+        worker.work(burst=True)
+    templates = {record.msg for record in caplog.records if record.name == "rq.worker"}
+    assert templates >= RQ_PER_JOB_LINES, RQ_PER_JOB_LINES - templates
