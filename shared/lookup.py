@@ -12,7 +12,6 @@ from marshmallow import EXCLUDE, Schema, ValidationError, post_load
 
 from shared.codes import PLATE_REQUIRED
 from shared.constants import ZONE_COLUMN
-from shared.normalize import normalize_plate
 from shared.schemas import (
     AttributeField,
     InvalidPermitError,
@@ -60,7 +59,9 @@ class LookupSchema(Schema):
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> LookupQuery:
-        return LookupQuery(normalize_plate(data["plate"]), data.get("zone"), data.get("at"))
+        _, plate_normalized = data["plate"]
+        zone, _ = data.get("zone") or (None, None)
+        return LookupQuery(plate_normalized, zone, data.get("at"))
 
 
 _LOOKUP = LookupSchema()

@@ -11,10 +11,19 @@ import re
 import unicodedata
 
 _SPACES = re.compile(r"\s+")
+# ASCII text is its own NFKC, has no format characters and one dash ("-"): folding it
+# only writes each white-space character as " ".
+_ASCII_SPACE_TO_BLANK = str.maketrans({c: " " for c in map(chr, range(128)) if c.isspace()})
 
 
 def _fold(text: str) -> str:
     """NFKC without format characters (Cf); dashes (Pd) become "-", white space " "."""
+    if text.isascii():  # nearly every plate and zone: 10x faster than the loop below
+        return text.translate(_ASCII_SPACE_TO_BLANK)
+    return _fold_unicode(text)
+
+
+def _fold_unicode(text: str) -> str:
     out = []
     for char in unicodedata.normalize("NFKC", text):
         category = unicodedata.category(char)

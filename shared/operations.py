@@ -104,11 +104,12 @@ class UpdateSchema(DeleteSchema):
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> OperationIn:
         end_raw, end = data.get("endTime") or (None, None)
+        plate, _ = data.get("plate") or (None, None)
         return OperationIn(
             "update",
             data["apiToken"],
             data["referenceID"].lower(),
-            plate=data.get("plate"),
+            plate=plate,
             amount=data.get("Amount"),
             currency=data.get("currency"),
             end_raw=end_raw,

@@ -211,21 +211,25 @@ class CurrencyField(AttributeField):
 class PlateField(AttributeField):
     invalid_message = "Must contain at least one letter or digit."
 
-    def parse(self, text: str) -> str:
+    def parse(self, text: str) -> tuple[str, str]:
+        """(the plate as sent, its normal form)."""
         if not any(char.isalnum() for char in text):
             raise self.make_error("invalid")
-        if len(normalize_plate(text)) > PLATE_COLUMN:  # NFKC and upper-casing can lengthen it
+        normalized = normalize_plate(text)
+        if len(normalized) > PLATE_COLUMN:  # NFKC and upper-casing can lengthen it
             raise self.make_error("normal_too_long", max=PLATE_COLUMN)
-        return text
+        return text, normalized
 
 
 class ZoneField(AttributeField):
     """A zone name whose normal form (case-folded: "ß" -> "ss") still fits its column."""
 
-    def parse(self, text: str) -> str:
-        if len(normalize_zone(text)) > ZONE_COLUMN:
+    def parse(self, text: str) -> tuple[str, str]:
+        """(the name as sent, its normal form)."""
+        normalized = normalize_zone(text)
+        if len(normalized) > ZONE_COLUMN:
             raise self.make_error("normal_too_long", max=ZONE_COLUMN)
-        return text
+        return text, normalized
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,11 +280,12 @@ class PermitSchema(Schema):
     @post_load
     def _make_permit(self, data: dict[str, Any], **kwargs: Any) -> PermitIn:
         (start_raw, start), (end_raw, end) = data["startTime"], data["endTime"]
-        zone = data.get("zone")
+        plate, plate_normalized = data["LicencePlate"]
+        zone, zone_normalized = data.get("zone") or (None, None)
         return PermitIn(
             api_token=data["apiToken"],
-            plate=data["LicencePlate"],
-            plate_normalized=normalize_plate(data["LicencePlate"]),
+            plate=plate,
+            plate_normalized=plate_normalized,
             start_raw=start_raw,
             start=start,
             end_raw=end_raw,
@@ -289,7 +294,7 @@ class PermitSchema(Schema):
             currency=data.get("CurrencyID"),
             permit_no=data.get("permitNo"),
             zone=zone,
-            zone_normalized=normalize_zone(zone) if zone is not None else None,
+            zone_normalized=zone_normalized,
         )
 
 
