@@ -98,7 +98,12 @@ def _retrying(context: WorkerContext, work: Callable[[Session], Result]) -> Resu
     attempt = 1
     while True:
         try:
-            with context.sessions() as session:
+            # One connection for all of the work's transactions: one pool check-out (and
+            # pre-ping round trip) per job rather than one per transaction.
+            with (
+                context.engine.connect() as connection,
+                context.sessions(bind=connection) as session,
+            ):
                 return work(session)
         except DBAPIError as exc:
             if not is_transient(exc) or time.monotonic() + delay_s > deadline:
