@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bench.results import ONE_BOX
+
 if TYPE_CHECKING:
     from bench.run import Report
 
@@ -33,6 +35,13 @@ def _peak_section(report: Report) -> list[str]:
         lines.append(
             f"  permit-push/bare = {_ratio(pp.rps, bare.rps)}   "
             f"permit-push/naive = {_ratio(pp.rps, naive.rps)}"
+        )
+    one_box = report.peak.get(ONE_BOX)
+    if one_box and bare:
+        lines.append(
+            f"  {ONE_BOX} (receiver + {s['workers']} workers draining, its CPU counts both)"
+            f"/bare = {_ratio(one_box.rps, bare.rps)}   "
+            f"p99 {_ratio(one_box.p99_ms, bare.p99_ms)}x bare's"
         )
     if report.at_80:
         r = report.at_80

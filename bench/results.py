@@ -32,3 +32,8 @@ def median_by_rps(runs: list[LoadResult]) -> LoadResult:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+# The receiver measured with its workers draining on the same cores (bench/run.py).
+ONE_BOX = "one box"
+ONE_BOX_QUEUE = "permits-one-box"

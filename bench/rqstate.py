@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from redis import Redis
 from rq import Queue, Worker
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
+from bench.procs import BenchError, ProcessGroup
 from shared.constants import TOKENS_KEY, TOKENS_LOADED_KEY
 
 
@@ -21,6 +24,19 @@ def reset_keep_tokens(redis: Redis) -> None:
     if tokens is not None:
         redis.restore(TOKENS_KEY, 0, tokens)
         redis.set(TOKENS_LOADED_KEY, "1")
+
+
+def wait_drained(
+    redis: Redis, queue_name: str, group: ProcessGroup, timeout_s: float = 600
+) -> None:
+    """Wait until the queue is empty and no job of it is running."""
+    queue = Queue(queue_name, connection=redis)
+    deadline = time.monotonic() + timeout_s
+    while queue.count or queue.started_job_registry.count:
+        group.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"queue {queue_name} not drained within {timeout_s:.0f} s")
+        time.sleep(0.05)
 
 
 def queue_length(redis: Redis, queue_name: str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -36,7 +37,7 @@ from bench.procs import (
     stop_profiler,
 )
 from bench.report import print_report
-from bench.results import LoadResult, median_by_rps
+from bench.results import ONE_BOX, ONE_BOX_QUEUE, LoadResult, median_by_rps
 from bench.service import Service, cli_path
 from bench.wrkload import WrkSettings, require_wrk
 from shared.ports import free_port
@@ -121,17 +122,36 @@ def http_phase(
     args: argparse.Namespace, group: ProcessGroup, stores: Stores, token: str, report: Report
 ) -> None:
     """All targets run side by side (idle ones cost nothing); runs alternate between them,
-    so load from elsewhere on the machine hits every target alike."""
+    so load from elsewhere on the machine hits every target alike. The one-box target's
+    workers are idle too, once they have drained what its own runs queued."""
     wrk = WrkSettings(args.wrk_threads, args.connections, args.duration)
-    reset = functools.partial(rqstate.reset_keep_tokens, stores.redis)
     redis_url = stores.service.redis_url
+    # One box: the receiver with its workers draining on the same cores while it is
+    # measured, on a queue of its own so that they drain nothing of the other targets.
+    one_box = dataclasses.replace(
+        stores.service,
+        queue_name=ONE_BOX_QUEUE,
+        extra={**stores.service.extra, "QUEUE_NAME": ONE_BOX_QUEUE},
+    )
     starters: dict[str, Callable[[int], object]] = {
         "bare": lambda port: httpbench.start_bare(group, port, args.processes),
         "naive": lambda port: httpbench.start_naive(group, port, args.processes, redis_url),
         "permit-push": lambda port: stores.service.start_receiver(group, port, args.processes),
+        ONE_BOX: lambda port: (
+            one_box.start_receiver(group, port, args.processes),
+            one_box.start_workers(group, args.workers),
+        ),
     }
     if not service_available(Report()):
-        del starters["permit-push"]
+        del starters["permit-push"], starters[ONE_BOX]
+
+    def reset() -> None:
+        # The one-box workers first finish what the last run queued: a flush under a
+        # running job would fail it.
+        if ONE_BOX in starters:
+            rqstate.wait_drained(stores.redis, ONE_BOX_QUEUE, group)
+        rqstate.reset_keep_tokens(stores.redis)
+
     with contextlib.ExitStack() as stack:
         targets = []
         for name, start in starters.items():
@@ -154,6 +174,7 @@ def http_phase(
             log(f"{target.name}: {report.peak[target.name].rps:,.0f} req/s")
         pp = next((t for t in targets if t.name == "permit-push"), None)
         if pp is not None:
+            reset()  # the one-box workers idle again, not draining into this run
             at_80_phase(args, group, stores, token, report, pp)
     reset()
 
