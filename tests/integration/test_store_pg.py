@@ -1,0 +1,64 @@
+"""Storing a batch on PostgreSQL: every column arrives as the worker built it.
+
+The insert sends the whole batch as one JSON document (`jsonb_to_recordset`), so
+PostgreSQL, not psycopg, turns each value into its column's type: this checks that NULLs,
+decimals, offsets, non-ASCII text and the zone link come through unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.clients import create_client
+from shared.models import Permit, Zone
+from shared.normalize import normalize_plate
+from tests.factories import make_permit_job
+from worker.persist import store_permits, to_row
+from worker.zones import ZoneIndex
+
+
+def test_every_column_is_stored_as_the_worker_built_it(
+    pg_sessions: sessionmaker[Session],
+) -> None:
+    with pg_sessions.begin() as session:
+        create_client(session, "meters")
+        session.add(Zone(name="Lot 4", name_normalized="lot 4"))
+    plate = "\uff30\uff2c\uff18-\u00d6\u00df"  # full-width, a dash, umlaut, sharp s
+    permits = [
+        make_permit_job(1),  # a known zone: linked
+        make_permit_job(1, zone=None, amount=None, currency=None, permit_no=None),
+        make_permit_job(
+            1,
+            zone="Nowhere \u00e9t\u00e9",  # unknown: disconnected
+            plate=plate,
+            plate_normalized=normalize_plate(plate),
+            amount="999999.99",
+            start_raw="2099-12-31T22:00:00",
+            end_raw="2099-12-31T23:59:59",
+            starts_at="2099-12-31T22:00:00+00:00",
+            ends_at="2099-12-31T23:59:59+00:00",
+            received_at="2026-12-01T18:30:00.123456+05:30",
+        ),
+    ]
+    zones = ZoneIndex(pg_sessions, ttl_s=60)
+    with pg_sessions() as session:
+        result = store_permits(session, permits, zones)
+    assert (result.stored, result.duplicates, result.dead_lettered) == (3, 0, 0)
+    with pg_sessions() as session:
+        lot4 = session.scalars(select(Zone.id)).one()
+        stored = {p.reference_id: p for p in session.scalars(select(Permit))}
+    for permit in permits:
+        expected = to_row(permit, zones.zone_id)
+        row = stored[permit["reference_id"]]
+        for name, value in expected.items():
+            assert getattr(row, name) == value, (name, getattr(row, name), value)
+    first, bare, far = (stored[p["reference_id"]] for p in permits)
+    assert first.zone_id == lot4 and far.zone_id is None
+    assert (bare.amount, bare.currency, bare.zone_name, bare.permit_no) == (None,) * 4
+    assert far.amount == Decimal("999999.99")
+    assert far.received_at == datetime.fromisoformat("2026-12-01T13:00:00.123456+00:00")
+    assert far.plate == plate and far.plate_normalized == "PL8\u00d6SS"
