@@ -130,8 +130,11 @@ def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> s
     zones.link_disconnected(session, rows)
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        # Decimal is the one type orjson leaves to `default`; datetimes keep their offset.
-        document = orjson.dumps(rows, default=str).decode()
+        try:
+            # Decimal is the one type orjson leaves to `default`; datetimes keep their offset.
+            document = orjson.dumps(rows, default=str).decode()
+        except orjson.JSONEncodeError as exc:  # a lone surrogate: a row's fault, bisected
+            raise ValueError(f"a value is not UTF-8 text: {exc}") from None
         return set(session.scalars(_recordset_insert(tuple(rows[0])), {"rows": document}))
     if dialect == "sqlite":
         # No conflict target: a row repeating either unique key (reference id, or client

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clients import create_client
-from shared.models import Permit, Zone
+from shared.models import DeadLetter, Permit, Zone
 from shared.normalize import normalize_plate
 from tests.factories import make_permit_job
 from worker.persist import store_permits, to_row
@@ -62,3 +62,23 @@ def test_every_column_is_stored_as_the_worker_built_it(
     assert far.amount == Decimal("999999.99")
     assert far.received_at == datetime.fromisoformat("2026-12-01T13:00:00.123456+00:00")
     assert far.plate == plate and far.plate_normalized == "PL8\u00d6SS"
+
+
+def test_rows_that_are_no_utf8_are_dead_lettered_and_the_rest_stored(
+    pg_sessions: sessionmaker[Session],
+) -> None:
+    """Lone surrogates (a job from a receiver before that check) are the rows' fault: the
+    fingerprint cannot hash one, the batch's JSON document cannot hold one. Each row is
+    found by halving and dead-lettered; the others are stored."""
+    with pg_sessions.begin() as session:
+        create_client(session, "meters")
+    permits = [make_permit_job(1) for _ in range(8)]
+    permits[2] = make_permit_job(1, plate="PL8\ud800")  # not in the fingerprint
+    permits[5] = make_permit_job(1, permit_no="L4-\ud800")  # in the fingerprint
+    with pg_sessions() as session:
+        result = store_permits(session, permits, ZoneIndex(pg_sessions, ttl_s=60))
+    assert (result.stored, result.dead_lettered) == (6, 2)
+    with pg_sessions() as session:
+        letters = {d.reference_id: d.reason for d in session.scalars(select(DeadLetter))}
+    assert letters[permits[2]["reference_id"]].startswith("ValueError: a value is not UTF-8")
+    assert "surrogates not allowed" in letters[permits[5]["reference_id"]]
