@@ -34,6 +34,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import make_url
 
 from ingest.app import create_app
+from ingest.read_store import ActiveQuery
 from ingest.read_store_sql import SqlReadStore
 from shared.clients import create_client, publish_tokens
 from shared.config import Settings
@@ -163,7 +164,8 @@ async def measure(url: str, token: str, picked: list[tuple[str, int | None, date
         name = None if zone is None else f"Alias {zone}"
 
         async def call() -> int:
-            return len(await reader.active(plate, name, at, timedelta(0), None, 101))
+            query = ActiveQuery(plate, name, at, timedelta(0), None, 101)
+            return len(await reader.active(query))
 
         return call
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from ingest.auth import authenticate, authenticate_bearer
 from ingest.bodies import json_response, read_json, success_body
 from ingest.operation_enqueuer import OperationItem
-from ingest.read_store import ReadStore
+from ingest.read_store import ActiveQuery, ReadStore
 from ingest.state import OPERATION_BATCHER, READ_STORE, REDIS, SETTINGS
 from shared.codes import END_TIME_INVALID, INVALID
 from shared.constants import ENFORCEMENT_SCOPE, REFERENCE_KEY_PREFIX
@@ -87,9 +87,8 @@ async def active_permits(request: web.Request) -> web.Response:
     # A push token sees its own client's permits only; an enforcement token every client's.
     owner = None if client.scope == ENFORCEMENT_SCOPE else client.id
     limit = settings.lookup_max_permits
-    permits = await reads(request).active(
-        query.plate_normalized, query.zone, at, grace, owner, limit + 1
-    )
+    lookup = ActiveQuery(query.plate_normalized, query.zone, at, grace, owner, limit + 1)
+    permits = await reads(request).active(lookup)
     truncated = len(permits) > limit
     permits = permits[:limit]
     return json_response(

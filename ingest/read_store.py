@@ -21,18 +21,24 @@ class PermitStatus:
     operations: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveQuery:
+    """An enforcement lookup, resolved: permits of the plate covering ``at`` (ended at most
+    ``grace`` before); ``client_id``: only that client's (None: every client's); at most
+    ``limit``, latest end first."""
+
+    plate_normalized: str
+    zone: str | None
+    at: datetime
+    grace: timedelta
+    client_id: int | None
+    limit: int
+
+
 class ReadStore(Protocol):
     async def status(self, client_id: int, reference_id: str) -> PermitStatus | None: ...
 
-    async def active(
-        self,
-        plate_normalized: str,
-        zone: str | None,
-        at: datetime,
-        grace: timedelta,
-        client_id: int | None,
-        limit: int,
-    ) -> list[dict[str, Any]]: ...
+    async def active(self, query: ActiveQuery) -> list[dict[str, Any]]: ...
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]: ...
 
@@ -41,28 +47,23 @@ class ReadStore(Protocol):
     def close(self) -> None: ...
 
 
+NO_DATABASE = "this receiver has no database (READ_DATABASE_URL=none)"
+
+
 class NoDatabase:
     """The reads of a receiver run without a database: each answers 503."""
 
     async def status(self, client_id: int, reference_id: str) -> PermitStatus | None:
-        raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
+        raise ReadsUnavailableError(NO_DATABASE)
 
-    async def active(
-        self,
-        plate_normalized: str,
-        zone: str | None,
-        at: datetime,
-        grace: timedelta,
-        client_id: int | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
+    async def active(self, query: ActiveQuery) -> list[dict[str, Any]]:
+        raise ReadsUnavailableError(NO_DATABASE)
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
-        raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
+        raise ReadsUnavailableError(NO_DATABASE)
 
     def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
-        raise ReadsUnavailableError("this receiver has no database (READ_DATABASE_URL=none)")
+        raise ReadsUnavailableError(NO_DATABASE)
 
     def close(self) -> None:
         pass

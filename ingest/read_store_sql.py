@@ -14,7 +14,7 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ingest.read_store import PermitStatus
+from ingest.read_store import ActiveQuery, PermitStatus
 from shared.config import Settings
 from shared.db import make_engine
 from shared.errors import ReadsUnavailableError
@@ -94,24 +94,8 @@ class SqlReadStore:
         """The permit as stored (or failed), if it is ``client_id``'s; None otherwise."""
         return await self._run(lambda session: status_of(session, client_id, reference_id))
 
-    async def active(
-        self,
-        plate_normalized: str,
-        zone: str | None,
-        at: datetime,
-        grace: timedelta,
-        client_id: int | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        """Permits of that plate covering ``at`` (ended at most ``grace`` before).
-
-        ``client_id``: only that client's (None: every client's); at most ``limit``.
-        """
-        return await self._run(
-            lambda session: active_permits(
-                session, plate_normalized, zone, at, grace, client_id, limit
-            )
-        )
+    async def active(self, query: ActiveQuery) -> list[dict[str, Any]]:
+        return await self._run(lambda session: active_permits(session, query))
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
         """Owning client of each stored id or alias (synchronous: the enqueue thread calls it)."""
@@ -231,22 +215,15 @@ def _permit_status(permit: Permit) -> str:
     return "stored"
 
 
-def active_permits(
-    session: Session,
-    plate_normalized: str,
-    zone: str | None,
-    at: datetime,
-    grace: timedelta,
-    client_id: int | None = None,
-    limit: int = 101,
-) -> list[dict[str, Any]]:
-    """The enforcement query: one prepared statement on ix_permits_active_plate.
-
-    ``client_id``: that client's permits only (a push token's lookup); None: every
-    client's (an enforcement token's). At most ``limit`` rows, latest end first.
-    """
-    params: dict[str, Any] = {"plate": plate_normalized, "since": at - grace, "at": at}
-    params["limit"] = limit
+def active_permits(session: Session, query: ActiveQuery) -> list[dict[str, Any]]:
+    """The enforcement query: one prepared statement on ix_permits_active_plate."""
+    at, zone, client_id = query.at, query.zone, query.client_id
+    params: dict[str, Any] = {
+        "plate": query.plate_normalized,
+        "since": at - query.grace,
+        "at": at,
+        "limit": query.limit,
+    }
     if client_id is not None:
         params["client"] = client_id
     if zone is not None:

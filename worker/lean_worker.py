@@ -1,6 +1,6 @@
 """An RQ SimpleWorker without the Redis round trips that a busy worker repeats per job for no news.
 
-Per job, RQ 2's SimpleWorker sends about 17 round trips (54 commands) around our own
+Per job, RQ 2's SimpleWorker sends about 20 round trips (54 commands) around our own
 work; at ~16 permits a job that was most of a worker's CPU. Three kinds carry nothing
 new on a busy worker, and `LeanWorker` skips or merges them:
 
