@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from shared.operations import OperationJob
 from shared.schemas import PermitJob
 from worker.context import WorkerContext, get_context
-from worker.operations import DrainResult, apply_batch, drain, resolve_aliases
+from worker.operations import DrainResult, apply_batch, drain_created, resolve_aliases
 from worker.persist import StoreResult, store_permits
 from worker.reconcile import reconcile
 from worker.stats import record_stored
@@ -42,7 +42,7 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
             with session.begin():
                 references += resolve_aliases(session, references).values()
         # Updates and deletes that arrived while these creates were queued.
-        return stored, drain(session, references)
+        return stored, drain_created(session, references)
 
     with structlog.contextvars.bound_contextvars(job_id=job_id, job="persist_permits"):
         result, drained = _retrying(context, store)

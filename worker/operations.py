@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 from redis import Redis
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Connection, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared import opseq
@@ -177,6 +177,55 @@ def drain(session: Session, reference_ids: Iterable[str]) -> DrainResult:
     wanted = sorted(set(reference_ids))
     if not wanted:
         return DrainResult()
+    return _drain(session, wanted)
+
+
+def drain_created(session: Session, reference_ids: Iterable[str]) -> DrainResult:
+    """`drain` for permits just stored: almost always nothing is parked for them, and on
+    PostgreSQL that is found in one round trip outside a transaction (a transaction would
+    add BEGIN and COMMIT). The read comes after the store's commit, as any drain's must
+    (the module's docstring); when it finds something, the drain proper re-reads it under
+    the permits' row locks."""
+    wanted = sorted(set(reference_ids))
+    if not wanted:
+        return DrainResult()
+    bind = session.get_bind()
+    if (
+        isinstance(bind, Connection)  # the worker's connection for the job (worker/jobs.py)
+        and bind.dialect.name == "postgresql"
+        and not bind.in_transaction()
+        and not _any_parked_autocommit(bind, wanted)
+    ):
+        return DrainResult()
+    return _drain(session, wanted)
+
+
+# Which of these reference ids have parked operations (built once: see _any_parked_autocommit).
+_PARKED_AMONG = (
+    select(PermitOperation.reference_id)
+    .where(
+        PermitOperation.reference_id.in_(bindparam("ids", expanding=True)),
+        PermitOperation.state == "parked",
+    )
+    .limit(1)
+)
+
+
+def _any_parked_autocommit(connection: Connection, wanted: list[str]) -> bool:
+    """One statement on ``connection`` in autocommit mode, then its isolation level back."""
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        return connection.scalar(_PARKED_AMONG, {"ids": wanted}) is not None
+    finally:
+        # Ends SQLAlchemy's record of the statement's transaction (the driver, in
+        # autocommit, sends nothing), so the level may change back. A connection lost
+        # meanwhile is discarded by the caller and needs neither.
+        if not connection.invalidated:
+            connection.rollback()
+            connection.execution_options(isolation_level=connection.default_isolation_level)
+
+
+def _drain(session: Session, wanted: list[str]) -> DrainResult:
     with session.begin():
         _lock_database_if_sqlite(session)
         parked = set(

@@ -135,7 +135,8 @@ def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> s
             document = orjson.dumps(rows, default=str).decode()
         except orjson.JSONEncodeError as exc:  # a lone surrogate: a row's fault, bisected
             raise ValueError(f"a value is not UTF-8 text: {exc}") from None
-        return set(session.scalars(_recordset_insert(tuple(rows[0])), {"rows": document}))
+        insert = _recordset_insert(tuple(rows[0]))
+        return set(session.connection().scalars(insert, {"rows": document}))
     if dialect == "sqlite":
         # No conflict target: a row repeating either unique key (reference id, or client
         # and fingerprint) is skipped.

@@ -34,6 +34,7 @@ class HeartbeatWorker(LeanWorker):
     def __init__(self, *args: Any, abandoned_job_s: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.abandoned_job_s = abandoned_job_s
+        self._job_heartbeat = JobHeartbeat(self)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         # RQ's SimpleWorker answers job.timeout + 60: a dead worker's job waits that long.
@@ -84,46 +85,56 @@ class HeartbeatWorker(LeanWorker):
                 )
                 intermediate.remove(job_id)
 
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self._job_heartbeat.start()
+        try:
+            return bool(super().work(*args, **kwargs))
+        finally:
+            self._job_heartbeat.stop()
+
     def execute_job(self, job: Job, queue: Queue) -> None:
-        heartbeat = JobHeartbeat(self, job)
-        heartbeat.start()
+        self._job_heartbeat.job = job
         try:
             super().execute_job(job, queue)
         finally:
-            heartbeat.stop()
+            self._job_heartbeat.job = None
 
 
 class JobHeartbeat(threading.Thread):
     """Renews the running job's StartedJobRegistry entry while the job runs.
 
     SimpleWorker runs the job on its main thread, so nothing else would: RQ's forking
-    Worker does this from the parent while the work horse runs. Only the registry score
-    and the worker's own key are touched; ZADD XX never brings back an entry the main
-    thread has just removed on finishing the job.
+    Worker does this from the parent while the work horse runs. One thread for the
+    worker's life, not one per job (a thread's start and join cost more than a small
+    job's Redis work): it wakes every third of the entry's TTL and renews the job the
+    worker is running then, so a job is renewed at most a third of the TTL after it
+    started. Only the registry score and the worker's own key are touched; ZADD XX
+    never brings back an entry the main thread has just removed on finishing the job.
     """
 
-    def __init__(self, worker: HeartbeatWorker, job: Job) -> None:
+    def __init__(self, worker: HeartbeatWorker) -> None:
         super().__init__(name="job-heartbeat", daemon=True)
         self._worker = worker
-        self._job = job
         self._ttl_s = worker.abandoned_job_s
         self._stopped = threading.Event()
+        self.job: Job | None = None  # set by the worker's thread around each job
 
     def run(self) -> None:
         while not self._stopped.wait(self._ttl_s / 3):
-            execution = self._worker.execution
-            if execution is None:
+            job, execution = self.job, self._worker.execution
+            if job is None or execution is None:
                 continue
             try:
                 with self._worker.connection.pipeline() as pipe:
-                    self._job.started_job_registry.add_execution(
+                    job.started_job_registry.add_execution(
                         execution, pipeline=pipe, ttl=self._ttl_s, xx=True
                     )
                     self._worker.heartbeat(self._ttl_s + 60, pipeline=pipe)
                     pipe.execute()
             except Exception:  # Redis away: the job cannot finish either; RQ sorts it out
-                log.warning("job_heartbeat_failed", job_id=self._job.id, exc_info=True)
+                log.warning("job_heartbeat_failed", job_id=job.id, exc_info=True)
 
     def stop(self) -> None:
         self._stopped.set()
-        self.join(timeout=5)
+        if self.is_alive():
+            self.join(timeout=5)

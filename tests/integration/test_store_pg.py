@@ -1,22 +1,31 @@
-"""Storing a batch on PostgreSQL: every column arrives as the worker built it.
+"""Storing a batch on PostgreSQL: every column arrives as the worker built it, and the
+create's drain finds what was parked for it.
 
 The insert sends the whole batch as one JSON document (`jsonb_to_recordset`), so
 PostgreSQL, not psycopg, turns each value into its column's type: this checks that NULLs,
-decimals, offsets, non-ASCII text and the zone link come through unchanged.
+decimals, offsets, non-ASCII text and the zone link come through unchanged. The drain
+after it looks for parked operations outside a transaction (worker/operations.py).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clients import create_client
-from shared.models import DeadLetter, Permit, Zone
+from shared.config import Settings
+from shared.models import DeadLetter, Permit, PermitOperation, Zone
 from shared.normalize import normalize_plate
+from shared.operations import OperationJob
 from tests.factories import make_permit_job
+from worker.context import get_context, init_context
+from worker.jobs import persist_permits
+from worker.operations import _any_parked_autocommit, apply_batch
 from worker.persist import store_permits, to_row
 from worker.zones import ZoneIndex
 
@@ -82,3 +91,45 @@ def test_rows_that_are_no_utf8_are_dead_lettered_and_the_rest_stored(
         letters = {d.reference_id: d.reason for d in session.scalars(select(DeadLetter))}
     assert letters[permits[2]["reference_id"]].startswith("ValueError: a value is not UTF-8")
     assert "surrogates not allowed" in letters[permits[5]["reference_id"]]
+
+
+@pytest.fixture
+def worker_context(pg_settings: Settings) -> Iterator[None]:
+    context = init_context(pg_settings)
+    yield
+    context.engine.dispose()
+
+
+def test_a_create_applies_the_update_parked_before_it_and_leaves_its_connection_transactional(
+    pg_sessions: sessionmaker[Session],
+    worker_context: None,
+) -> None:
+    """The create's drain first looks for parked operations outside a transaction (one
+    round trip); finding one, it applies it under the row lock, in a real transaction."""
+    with pg_sessions.begin() as session:
+        create_client(session, "meters")
+    permit = make_permit_job(1, amount="1.00")
+    update = OperationJob(
+        reference_id=permit["reference_id"],
+        client_id=1,
+        seq=1,
+        kind="update",
+        changes={"amount": "9.50"},
+        received_at=datetime.now(UTC).isoformat(),
+        create_expected=True,
+    )
+    with pg_sessions() as session:
+        assert apply_batch(session, [update]).parked == 1  # its create is still queued
+    assert persist_permits([permit])["stored"] == 1  # on one connection, as a job runs
+    with pg_sessions() as session:
+        stored = session.scalars(select(Permit)).one()
+        state = session.scalar(select(PermitOperation.state))
+    assert (stored.amount, state) == (Decimal("9.50"), "applied")
+
+    with get_context().engine.connect() as connection:
+        assert _any_parked_autocommit(connection, [permit["reference_id"]]) is False
+        # Back as it was: no transaction open, the driver out of autocommit, so the job's
+        # next transaction on this connection is one (and its FOR UPDATE holds).
+        assert not connection.in_transaction()
+        assert connection.connection.driver_connection.autocommit is False
+        assert connection.get_isolation_level() == connection.default_isolation_level

@@ -154,3 +154,39 @@ def test_job_orphaned_in_the_intermediate_queue_is_rescued(redis: fakeredis.Fake
     worker.clean_registries()
     assert queue.get_job_ids() == [job.id]  # back on the queue at once (retry interval 0)
     assert queue.intermediate_queue.get_job_ids() == []
+
+
+def test_a_long_job_keeps_its_started_entry_alive(redis: fakeredis.FakeRedis) -> None:
+    """The worker's one heartbeat thread renews the running job's entry: a job that runs
+    longer than abandoned_job_s is not taken for abandoned (and run twice)."""
+    import threading
+
+    from worker.recovery import HeartbeatWorker
+
+    queue = permits_queue(redis)
+    job = queue.enqueue_call("time.sleep", args=(2.6,))
+    worker = HeartbeatWorker(
+        [queue], connection=redis, serializer=JSONSerializer, abandoned_job_s=3
+    )
+    scores: list[float] = []  # the job's entry: when it would count as abandoned
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            scores.extend(
+                score
+                for _, score in redis.zrange(queue.started_job_registry.key, 0, -1, withscores=True)
+            )
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        worker.work(burst=True)
+    finally:
+        done.set()
+        watcher.join()
+    assert job.get_status() == "finished"
+    assert scores, "the job was never seen running"
+    # RQ registers it for 3 s at the start; the thread (every 1 s) pushed that on twice.
+    assert max(scores) - min(scores) >= 1.5
+    assert not worker._job_heartbeat.is_alive()  # stopped with the worker
