@@ -1,7 +1,7 @@
 """An RQ SimpleWorker without the Redis round trips that a busy worker repeats per job for no news.
 
 Per job, RQ 2's SimpleWorker sends about 20 round trips (54 commands) around our own
-work; at ~16 permits a job that was most of a worker's CPU. Three kinds carry nothing
+work; at ~16 permits a job that was most of a worker's CPU. Four kinds carry nothing
 new on a busy worker, and `LeanWorker` skips or merges them:
 
 - **Heartbeats.** The loop refreshes the worker key twice per job (after the job and
@@ -11,6 +11,10 @@ new on a busy worker, and `LeanWorker` skips or merges them:
 - **The idle state** is set twice in a row (after the job, and as the dequeue starts).
 - **The suspension check** (`rq suspend`) runs before every dequeue; here at most once a
   second, so a suspension takes effect within a second.
+- **The job's heartbeat as it ends**: a round trip of its own, right before the outcome
+  is written, that keeps the job's `last_heartbeat` fresh while a success or failure
+  callback runs. Skipped for jobs without such a callback (this service sets none); the
+  outcome's own transaction follows at once and records `ended_at`.
 
 What stays untouched: every registry move, the job's own status and heartbeats, the
 success transaction, retries and failures. `tests/unit/test_rq_pins.py` breaks if an
@@ -26,6 +30,7 @@ from redis.client import Pipeline
 from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
+from rq.utils import now
 from rq.worker import WorkerStatus
 
 SUSPENSION_CHECK_S = 1.0
@@ -62,6 +67,12 @@ class LeanWorker(SimpleWorker):
         if now - self._suspension_checked_at >= SUSPENSION_CHECK_S:
             self._suspension_checked_at = now
             super().check_for_suspension(burst)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        if job.success_callback is None and job.failure_callback is None:
+            job.ended_at = now()  # all of RQ's but the heartbeat: no callback to cover
+            return
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """SimpleWorker.execute_job, with its idle state and the loop's heartbeat in one trip."""

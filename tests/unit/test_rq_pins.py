@@ -80,9 +80,20 @@ def test_the_simple_worker_runs_a_job_as_the_lean_worker_repeats_it() -> None:
     assert calls == ["prepare_execution", "perform_job", "set_state"]
 
 
+def test_rq_ends_a_job_execution_with_its_end_time_and_a_heartbeat_only() -> None:
+    """LeanWorker.handle_execution_ended keeps the first and skips the second."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(BaseWorker.handle_execution_ended)))
+    statements = body.body[0].body  # type: ignore[attr-defined]
+    code = [ast.unparse(node) for node in statements if not isinstance(node, ast.Expr)]
+    calls = [ast.unparse(node) for node in statements if isinstance(node, ast.Expr)]
+    assert code == ["job.ended_at = now()"]
+    assert calls[-1] == "job.heartbeat(now(), heartbeat_ttl)"
+
+
 @pytest.mark.parametrize(
     ("method", "parameters"),
     [
+        (BaseWorker.handle_execution_ended, ["self", "job", "queue", "heartbeat_ttl"]),
         (BaseWorker.heartbeat, ["self", "timeout", "pipeline"]),
         (BaseWorker.set_state, ["self", "state", "pipeline"]),
         (BaseWorker.check_for_suspension, ["self", "burst"]),
