@@ -73,28 +73,28 @@ def begin_change(session: Session) -> None:
         session.execute(insert(ZoneCatalog).values(id=_CATALOG_ROW, version=1))
 
 
-# Built once: a store runs these per batch, and a statement built and run through the
-# ORM costs twice what a ready Core statement on the session's connection does.
-_LOCK_FOR_STORE = select(func.pg_advisory_xact_lock_shared(ZONE_CATALOG_LOCK_KEY))
-_LOCK_FOR_STORE_SQLITE = (  # SQLite has no shared locks: the writer lock, as a change takes
-    update(ZoneCatalog).where(ZoneCatalog.id == _CATALOG_ROW).values(version=ZoneCatalog.version)
-)
-_CATALOG_VERSION = select(ZoneCatalog.version).where(ZoneCatalog.id == _CATALOG_ROW)
+# A store runs these per batch, so they are fixed SQL text (no parameters, so no
+# paramstyle to mind). CPU per statement, round trip included, measured here: 350-430 us
+# built through the ORM each time, 145-190 us as a ready Core statement, 135-140 as text.
+_LOCK_FOR_STORE = f"SELECT pg_advisory_xact_lock_shared({ZONE_CATALOG_LOCK_KEY})"
+# SQLite has no shared locks: the writer lock, which a change takes too.
+_LOCK_FOR_STORE_SQLITE = "UPDATE zone_catalog SET version = version WHERE id = 1"
+_CATALOG_VERSION = "SELECT version FROM zone_catalog WHERE id = 1"  # _CATALOG_ROW
 
 
 def lock_for_store(session: Session) -> int:
     """Hold catalog changes off until this transaction ends; return the catalog version."""
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        connection.execute(_LOCK_FOR_STORE)
+        connection.exec_driver_sql(_LOCK_FOR_STORE)
     else:
-        connection.execute(_LOCK_FOR_STORE_SQLITE)
+        connection.exec_driver_sql(_LOCK_FOR_STORE_SQLITE)
     return catalog_version(session)
 
 
 def catalog_version(session: Session) -> int:
     """The catalog's version: it moves on every change to zones or aliases."""
-    return session.connection().scalar(_CATALOG_VERSION) or 0
+    return int(session.connection().exec_driver_sql(_CATALOG_VERSION).scalar() or 0)
 
 
 def load_zone_map(session: Session) -> dict[str, int]:

@@ -28,9 +28,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import structlog
 from redis import Redis
-from sqlalchemy import Connection, bindparam, func, select, tuple_
+from sqlalchemy import Connection, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared import opseq
@@ -200,14 +201,12 @@ def drain_created(session: Session, reference_ids: Iterable[str]) -> DrainResult
     return _drain(session, wanted)
 
 
-# Which of these reference ids have parked operations (built once: see _any_parked_autocommit).
-_PARKED_AMONG = (
-    select(PermitOperation.reference_id)
-    .where(
-        PermitOperation.reference_id.in_(bindparam("ids", expanding=True)),
-        PermitOperation.state == "parked",
-    )
-    .limit(1)
+# Whether any of these reference ids (a JSON array: one parameter, whatever the batch's
+# size, so the text stays fixed) has a parked operation. PostgreSQL only.
+_ANY_PARKED_PG = (
+    "SELECT 1 FROM permit_operations"
+    " WHERE reference_id IN (SELECT jsonb_array_elements_text(CAST(%(ids)s AS jsonb)))"
+    " AND state = 'parked' LIMIT 1"
 )
 
 
@@ -215,7 +214,8 @@ def _any_parked_autocommit(connection: Connection, wanted: list[str]) -> bool:
     """One statement on ``connection`` in autocommit mode, then its isolation level back."""
     connection.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        return connection.scalar(_PARKED_AMONG, {"ids": wanted}) is not None
+        found = connection.exec_driver_sql(_ANY_PARKED_PG, {"ids": orjson.dumps(wanted).decode()})
+        return found.first() is not None
     finally:
         # Ends SQLAlchemy's record of the statement's transaction (the driver, in
         # autocommit, sends nothing), so the level may change back. A connection lost

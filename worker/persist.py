@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Insert, bindparam, cast, column, func, select, tuple_, update
+from sqlalchemy import Dialect, Insert, bindparam, cast, column, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError, IntegrityError
@@ -135,8 +135,10 @@ def _insert(session: Session, zones: ZoneIndex, rows: list[dict[str, Any]]) -> s
             document = orjson.dumps(rows, default=str).decode()
         except orjson.JSONEncodeError as exc:  # a lone surrogate: a row's fault, bisected
             raise ValueError(f"a value is not UTF-8 text: {exc}") from None
-        insert = _recordset_insert(tuple(rows[0]))
-        return set(session.connection().scalars(insert, {"rows": document}))
+        connection = session.connection()
+        insert, defaults = _recordset_insert(connection.dialect, tuple(rows[0]))
+        found = connection.exec_driver_sql(insert, {**defaults, "rows": document})
+        return set(found.scalars())
     if dialect == "sqlite":
         # No conflict target: a row repeating either unique key (reference id, or client
         # and fingerprint) is skipped.
@@ -191,8 +193,10 @@ def _alias_duplicates(session: Session, rows: list[dict[str, Any]], inserted: se
 
 
 @cache
-def _recordset_insert(names: tuple[str, ...]) -> Insert:
-    """PostgreSQL: one INSERT of the whole batch from one JSON document, the same text every time.
+def _recordset_insert(dialect: Dialect, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: one INSERT of the whole batch from one JSON document, the same text every
+    time, compiled once to the driver's SQL (no cache-key walk of the statement per batch),
+    with the values of the columns' Python-side defaults it takes as parameters.
 
     The batch goes as a single parameter, made by orjson in C, and PostgreSQL turns it
     into typed rows (`jsonb_to_recordset`). A multi-row VALUES statement differs with
@@ -207,7 +211,7 @@ def _recordset_insert(names: tuple[str, ...]) -> Insert:
         .table_valued(*(column(name, table.c[name].type) for name in names))
         .render_derived(with_types=True)
     )
-    return (
+    insert = (
         postgresql.insert(table)
         .from_select([*names, "stored_at"], select(*rows.c, func.now()))
         # No conflict target: a repeated reference id or a repeated (client, fingerprint)
@@ -215,6 +219,11 @@ def _recordset_insert(names: tuple[str, ...]) -> Insert:
         .on_conflict_do_nothing()
         .returning(table.c.reference_id)
     )
+    compiled = insert.compile(dialect=dialect)
+    # The columns it fills from their defaults (last_seq) are parameters too; SQLAlchemy
+    # would supply their values at execution. All are plain values (scalar defaults).
+    defaults = {name: table.c[name].default.arg for name in compiled.params if name != "rows"}
+    return str(compiled), defaults
 
 
 def _dead_letter(session: Session, permit: PermitJob, exc: Exception, job_id: str | None) -> None:
