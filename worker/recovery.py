@@ -105,11 +105,11 @@ class JobHeartbeat(threading.Thread):
 
     SimpleWorker runs the job on its main thread, so nothing else would: RQ's forking
     Worker does this from the parent while the work horse runs. One thread for the
-    worker's life, not one per job (a thread's start and join cost more than a small
-    job's Redis work): it wakes every third of the entry's TTL and renews the job the
-    worker is running then, so a job is renewed at most a third of the TTL after it
-    started. Only the registry score and the worker's own key are touched; ZADD XX
-    never brings back an entry the main thread has just removed on finishing the job.
+    worker's life, not one started and joined per job: it wakes every third of the
+    entry's TTL and renews the job the worker is running then, so a job is renewed at
+    most a third of the TTL after it started. Only the registry score and the worker's
+    own key are touched; ZADD XX never brings back an entry the main thread has just
+    removed on finishing the job.
     """
 
     def __init__(self, worker: HeartbeatWorker) -> None:
