@@ -16,8 +16,8 @@ new on a busy worker, and `LeanWorker` skips or merges them:
   callback runs. Skipped for jobs without such a callback (this service sets none); the
   outcome's own transaction follows at once and records `ended_at`.
 
-What stays untouched: every registry move, the job's own status and heartbeats, the
-success transaction, retries and failures. `tests/unit/test_rq_pins.py` breaks if an
+What stays untouched: every registry move, the job's status and its heartbeats while it
+runs, the success transaction, retries and failures. `tests/unit/test_rq_pins.py` breaks if an
 RQ release renames or reorders the methods this relies on.
 """
 
@@ -30,7 +30,7 @@ from redis.client import Pipeline
 from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
-from rq.utils import now
+from rq.utils import now as utc_now
 from rq.worker import WorkerStatus
 
 SUSPENSION_CHECK_S = 1.0
@@ -69,8 +69,10 @@ class LeanWorker(SimpleWorker):
             super().check_for_suspension(burst)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
-        if job.success_callback is None and job.failure_callback is None:
-            job.ended_at = now()  # all of RQ's but the heartbeat: no callback to cover
+        # The names, not job.success_callback: that imports the callback, and an import
+        # error here, outside RQ's try, would skip the job's failure handling.
+        if job._success_callback_name is None and job._failure_callback_name is None:
+            job.ended_at = utc_now()  # all of RQ's but the heartbeat: no callback to cover
             return
         super().handle_execution_ended(job, queue, heartbeat_ttl)
 

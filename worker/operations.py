@@ -12,8 +12,8 @@ retries), and an operation may arrive before its permit's create is stored. So:
    first operation is applied) and every operation recorded for it. A late operation is
    folded in at its place: an update received before a delete that was applied first is
    still applied, and one received after it is rejected, whichever job ran first.
-3. Storing a create drains it too (``drain`` after ``store_permits``): operations parked
-   while the create was queued are applied then.
+3. Storing a create drains it too (``drain_created`` after ``store_permits``): operations
+   parked while the create was queued are applied then.
 
 Each side commits its fact (the operation, or the permit) before it drains, and each drain
 re-reads under the lock, so whichever of the two commits last sees the other: nothing
@@ -211,7 +211,10 @@ _ANY_PARKED_PG = (
 
 
 def _any_parked_autocommit(connection: Connection, wanted: list[str]) -> bool:
-    """One statement on ``connection`` in autocommit mode, then its isolation level back."""
+    """One statement on ``connection`` in autocommit mode, then the isolation level it had."""
+    level = connection.get_execution_options().get(
+        "isolation_level", connection.default_isolation_level
+    )
     connection.execution_options(isolation_level="AUTOCOMMIT")
     try:
         found = connection.exec_driver_sql(_ANY_PARKED_PG, {"ids": orjson.dumps(wanted).decode()})
@@ -222,7 +225,7 @@ def _any_parked_autocommit(connection: Connection, wanted: list[str]) -> bool:
         # meanwhile is discarded by the caller and needs neither.
         if not connection.invalidated:
             connection.rollback()
-            connection.execution_options(isolation_level=connection.default_isolation_level)
+            connection.execution_options(isolation_level=level)
 
 
 def _drain(session: Session, wanted: list[str]) -> DrainResult:

@@ -221,8 +221,14 @@ def _recordset_insert(dialect: Dialect, names: tuple[str, ...]) -> tuple[str, di
     )
     compiled = insert.compile(dialect=dialect)
     # The columns it fills from their defaults (last_seq) are parameters too; SQLAlchemy
-    # would supply their values at execution. All are plain values (scalar defaults).
-    defaults = {name: table.c[name].default.arg for name in compiled.params if name != "rows"}
+    # would supply their values at execution. Only a plain value can be fixed here: a
+    # callable default must stay out of this insert (stored_at is now()), not run once.
+    defaults = {}
+    for name in compiled.params.keys() - {"rows"}:
+        default = table.c[name].default
+        if default is None or not default.is_scalar:
+            raise TypeError(f"permits.{name}: the batch insert takes scalar defaults only")
+        defaults[name] = default.arg
     return str(compiled), defaults
 
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clients import create_client
@@ -135,3 +136,20 @@ def test_a_create_applies_the_update_parked_before_it_and_leaves_its_connection_
         assert not connection.in_transaction()
         assert connection.connection.driver_connection.autocommit is False
         assert connection.get_isolation_level() == connection.default_isolation_level
+
+
+def test_a_failed_parked_check_leaves_its_connection_as_it_was(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement error (not a lost connection) in the autocommit check: the error
+    reaches the caller, and the connection is out of autocommit, in no transaction."""
+    monkeypatch.setattr(
+        "worker.operations._ANY_PARKED_PG", "SELECT 1 / 0 WHERE CAST(%(ids)s AS text) IS NOT NULL"
+    )
+    with pg_engine.connect() as connection:
+        with pytest.raises(DBAPIError, match="division by zero"):
+            _any_parked_autocommit(connection, ["a"])
+        assert not connection.in_transaction()
+        assert connection.connection.driver_connection.autocommit is False
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1  # usable, and now in a
+        assert connection.in_transaction()  # transaction of its own again

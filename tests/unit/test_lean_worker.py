@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import fakeredis
 import pytest
 import redis.connection
-from rq import Queue, Retry, SimpleWorker, Worker
+from rq import Callback, Queue, Retry, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 
 from shared.queue import JOB_SERIALIZER
@@ -92,3 +94,19 @@ def test_a_suspended_lean_worker_takes_no_job() -> None:
     worked = LeanWorker([queue], connection=connection, serializer=JOB_SERIALIZER).work(burst=True)
     assert not worked and queue.count == 1
     assert Worker.all(connection=connection) == []  # it left on its own
+
+
+def test_only_a_job_with_a_callback_gets_rqs_heartbeat_as_it_ends() -> None:
+    """RQ's heartbeat after the job covers its callback; without one it is skipped, so
+    the job's last heartbeat stays the one from before it ran."""
+    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    plain = queue.enqueue(time.sleep, 0.2)
+    called = queue.enqueue(time.sleep, 0.2, on_success=Callback(print))
+    LeanWorker([queue], connection=connection, serializer=JOB_SERIALIZER).work(burst=True)
+    for job in (plain, called):
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED
+    assert plain.last_heartbeat and plain.ended_at and called.last_heartbeat and called.ended_at
+    assert plain.ended_at - plain.last_heartbeat >= timedelta(seconds=0.2)  # set as it started
+    assert called.last_heartbeat >= called.ended_at  # RQ's, after the job

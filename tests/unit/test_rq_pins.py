@@ -20,7 +20,7 @@ from collections.abc import Callable
 import fakeredis
 import pytest
 import rq
-from rq import Queue, SimpleWorker
+from rq import Callback, Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer, resolve_serializer
 from rq.worker import BaseWorker
@@ -83,11 +83,29 @@ def test_the_simple_worker_runs_a_job_as_the_lean_worker_repeats_it() -> None:
 def test_rq_ends_a_job_execution_with_its_end_time_and_a_heartbeat_only() -> None:
     """LeanWorker.handle_execution_ended keeps the first and skips the second."""
     body = ast.parse(textwrap.dedent(inspect.getsource(BaseWorker.handle_execution_ended)))
-    statements = body.body[0].body  # type: ignore[attr-defined]
-    code = [ast.unparse(node) for node in statements if not isinstance(node, ast.Expr)]
-    calls = [ast.unparse(node) for node in statements if isinstance(node, ast.Expr)]
-    assert code == ["job.ended_at = now()"]
-    assert calls[-1] == "job.heartbeat(now(), heartbeat_ttl)"
+    statements = [
+        node
+        for node in body.body[0].body  # type: ignore[attr-defined]
+        if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # docstring
+    ]
+    assert [ast.unparse(node) for node in statements] == [
+        "job.ended_at = now()",
+        "job.heartbeat(now(), heartbeat_ttl)",
+    ]
+
+
+def test_a_job_names_its_callbacks_in_these_attributes() -> None:
+    """LeanWorker.handle_execution_ended reads them to see whether a job has callbacks."""
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    queue = Queue("pins", connection=redis, serializer=JOB_SERIALIZER)
+    plain = Job.fetch(queue.enqueue(len, [1]).id, connection=redis, serializer=JOB_SERIALIZER)
+    called = Job.fetch(
+        queue.enqueue(len, [1], on_success=Callback(len), on_failure=Callback(len)).id,
+        connection=redis,
+        serializer=JOB_SERIALIZER,
+    )
+    assert (plain._success_callback_name, plain._failure_callback_name) == (None, None)
+    assert called._success_callback_name and called._failure_callback_name
 
 
 @pytest.mark.parametrize(
