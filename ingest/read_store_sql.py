@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -126,8 +127,8 @@ class SqlReadStore:
         try:
             connection = self._connection()
             if connection.dialect.name == "postgresql":
-                parameters = {"clients": [c for c, _ in keys], "fingerprints": [f for _, f in keys]}
-                found = connection.exec_driver_sql(_FIRST_IDS_PG, parameters).all()
+                document = orjson.dumps([{"client_id": c, "fingerprint": f} for c, f in keys])
+                found = connection.exec_driver_sql(_FIRST_IDS_PG, {"keys": document.decode()}).all()
             else:
                 with Session(bind=connection) as session:
                     found = session.execute(
@@ -167,10 +168,12 @@ def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:
 
 
 # PostgreSQL: one fixed statement whatever the batch size (prepared by psycopg after a few
-# uses), the keys bound as two arrays; it reads uq_permits_client_fingerprint.
+# uses), the keys bound as one JSON document (psycopg dumps arrays in Python: 350-380 us
+# of CPU a 32-key read here, against 120-130 as JSON by orjson); it reads
+# uq_permits_client_fingerprint.
 _FIRST_IDS_PG = (
     "SELECT p.client_id, p.fingerprint, p.reference_id FROM permits p"
-    " JOIN unnest(%(clients)s::integer[], %(fingerprints)s::text[]) AS k(client_id, fingerprint)"
+    " JOIN jsonb_to_recordset(CAST(%(keys)s AS jsonb)) AS k(client_id integer, fingerprint text)"
     " ON p.client_id = k.client_id AND p.fingerprint = k.fingerprint"
 )
 
