@@ -108,9 +108,17 @@ def test_a_job_names_its_callbacks_in_these_attributes() -> None:
     assert called._success_callback_name and called._failure_callback_name
 
 
+def test_rq_marks_a_stop_requested_mid_job_in_this_attribute() -> None:
+    """HeartbeatWorker.run_maintenance_tasks reads it; RQ's loop runs maintenance first."""
+    assert "self._stop_requested = True" in inspect.getsource(BaseWorker._shutdown)
+    loop = inspect.getsource(BaseWorker.work)
+    assert loop.index("self.run_maintenance_tasks()") < loop.index("if self._stop_requested:")
+
+
 @pytest.mark.parametrize(
     ("method", "parameters"),
     [
+        (BaseWorker.run_maintenance_tasks, ["self"]),
         (BaseWorker.handle_execution_ended, ["self", "job", "queue", "heartbeat_ttl"]),
         (BaseWorker.heartbeat, ["self", "timeout", "pipeline"]),
         (BaseWorker.set_state, ["self", "state", "pipeline"]),

@@ -191,3 +191,26 @@ def test_a_long_job_keeps_its_started_entry_alive(redis: fakeredis.FakeRedis) ->
     assert job.get_status() == "finished"
     assert queue.failed_job_registry.count == 0
     assert not worker._job_heartbeat.is_alive()  # stopped with the worker
+
+
+def test_a_worker_asked_to_stop_runs_no_maintenance(redis: fakeredis.FakeRedis) -> None:
+    """Maintenance would restart a scheduler just stopped, and the worker would hang
+    stopping it again (worker/recovery.py); once a stop is requested it does not run."""
+    from datetime import timedelta
+    from unittest import mock
+
+    from rq.utils import now
+
+    from worker.recovery import HeartbeatWorker
+
+    worker = HeartbeatWorker(
+        [permits_queue(redis)], connection=redis, serializer=JSONSerializer, abandoned_job_s=5
+    )
+    worker.last_cleaned_at = now() - timedelta(hours=1)  # due
+    with mock.patch.object(HeartbeatWorker, "clean_registries") as cleaned:
+        worker._stop_requested = True  # as RQ's SIGTERM handler sets it mid-job
+        worker.run_maintenance_tasks()
+        cleaned.assert_not_called()
+        worker._stop_requested = False
+        worker.run_maintenance_tasks()
+        cleaned.assert_called_once()
