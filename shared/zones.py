@@ -85,11 +85,8 @@ _CATALOG_VERSION = f"SELECT version FROM zone_catalog WHERE id = {_CATALOG_ROW}"
 
 def lock_for_store(session: Session) -> int:
     """Hold catalog changes off until this transaction ends; return the catalog version."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(_LOCK_FOR_STORE)
-    else:
-        connection.exec_driver_sql(_LOCK_FOR_STORE_SQLITE)
+    lock = _LOCK_FOR_STORE if _is_postgresql(session) else _LOCK_FOR_STORE_SQLITE
+    session.connection().exec_driver_sql(lock)
     return catalog_version(session)
 
 

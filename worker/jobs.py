@@ -34,13 +34,15 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
     job = get_current_job()
     job_id = job.id if job is not None else None
     context = get_context()
+    reference_ids = [p["reference_id"] for p in permits]
 
     def store(session: Session) -> tuple[StoreResult, DrainResult]:
         stored = store_permits(session, permits, context.zones, job_id)
-        references = [p["reference_id"] for p in permits]
+        references = reference_ids
         if stored.aliased:  # their parked operations moved to the permit they name
             with session.begin():
-                references += resolve_aliases(session, references).values()
+                aliased = resolve_aliases(session, reference_ids).values()
+            references = [*reference_ids, *aliased]
         # Updates and deletes that arrived while these creates were queued.
         return stored, drain_created(session, references)
 
@@ -49,7 +51,7 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
         if job is not None:
             # Committed: count it for /metrics, and drop the owner keys that covered these
             # permits while queued (the database knows their owners now).
-            record_stored(job.connection, result.stored, [p["reference_id"] for p in permits])
+            record_stored(job.connection, result.stored, reference_ids)
         log.info(
             "permits_stored",
             size=len(permits),

@@ -17,8 +17,8 @@ new on a busy worker, and `LeanWorker` skips or merges them:
   outcome's own transaction follows at once and records `ended_at`.
 
 What stays untouched: every registry move, the job's status and its heartbeats while it
-runs, the success transaction, retries and failures. `tests/unit/test_rq_pins.py` breaks if an
-RQ release renames or reorders the methods this relies on.
+runs, the success transaction, retries and failures. `tests/unit/test_rq_pins.py` breaks
+if an RQ release renames or reorders the methods this relies on.
 """
 
 from __future__ import annotations

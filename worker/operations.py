@@ -178,57 +178,6 @@ def drain(session: Session, reference_ids: Iterable[str]) -> DrainResult:
     wanted = sorted(set(reference_ids))
     if not wanted:
         return DrainResult()
-    return _drain(session, wanted)
-
-
-def drain_created(session: Session, reference_ids: Iterable[str]) -> DrainResult:
-    """`drain` for permits just stored: almost always nothing is parked for them, and on
-    PostgreSQL that is found in one round trip outside a transaction (a transaction would
-    add BEGIN and COMMIT). The read comes after the store's commit, as any drain's must
-    (the module's docstring); when it finds something, the drain proper re-reads it under
-    the permits' row locks."""
-    wanted = sorted(set(reference_ids))
-    if not wanted:
-        return DrainResult()
-    bind = session.get_bind()
-    if (
-        isinstance(bind, Connection)  # the worker's connection for the job (worker/jobs.py)
-        and bind.dialect.name == "postgresql"
-        and not bind.in_transaction()
-        and not _any_parked_autocommit(bind, wanted)
-    ):
-        return DrainResult()
-    return _drain(session, wanted)
-
-
-# Whether any of these reference ids (a JSON array: one parameter, whatever the batch's
-# size, so the text stays fixed) has a parked operation. PostgreSQL only.
-_ANY_PARKED_PG = (
-    "SELECT 1 FROM permit_operations"
-    " WHERE reference_id IN (SELECT jsonb_array_elements_text(CAST(%(ids)s AS jsonb)))"
-    " AND state = 'parked' LIMIT 1"
-)
-
-
-def _any_parked_autocommit(connection: Connection, wanted: list[str]) -> bool:
-    """One statement on ``connection`` in autocommit mode, then the isolation level it had."""
-    level = connection.get_execution_options().get(
-        "isolation_level", connection.default_isolation_level
-    )
-    connection.execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        found = connection.exec_driver_sql(_ANY_PARKED_PG, {"ids": orjson.dumps(wanted).decode()})
-        return found.first() is not None
-    finally:
-        # Ends SQLAlchemy's record of the statement's transaction (the driver, in
-        # autocommit, sends nothing), so the level may change back. A connection lost
-        # meanwhile is discarded by the caller and needs neither.
-        if not connection.invalidated:
-            connection.rollback()
-            connection.execution_options(isolation_level=level)
-
-
-def _drain(session: Session, wanted: list[str]) -> DrainResult:
     with session.begin():
         _lock_database_if_sqlite(session)
         parked = set(
@@ -265,6 +214,52 @@ def _drain(session: Session, wanted: list[str]) -> DrainResult:
             else:
                 _fold(session, permit, ops, counts)
     return DrainResult(**counts)
+
+
+def drain_created(session: Session, reference_ids: Iterable[str]) -> DrainResult:
+    """`drain` for permits just stored: almost always nothing is parked for them, and on
+    PostgreSQL that is found in one round trip outside a transaction (a transaction would
+    add BEGIN and COMMIT). The read comes after the store's commit, as any drain's must
+    (the module's docstring); when it finds something, the drain proper re-reads it under
+    the permits' row locks."""
+    wanted = sorted(set(reference_ids))
+    bind = session.get_bind()
+    if (
+        wanted
+        and isinstance(bind, Connection)  # the worker's connection for the job (worker/jobs.py)
+        and bind.dialect.name == "postgresql"
+        and not bind.in_transaction()
+        and not _any_parked_autocommit(bind, wanted)
+    ):
+        return DrainResult()
+    return drain(session, wanted)
+
+
+# Whether any of these reference ids (a JSON array: one parameter, whatever the batch's
+# size, so the text stays fixed) has a parked operation. PostgreSQL only.
+_ANY_PARKED_PG = (
+    "SELECT 1 FROM permit_operations"
+    " WHERE reference_id IN (SELECT jsonb_array_elements_text(CAST(%(ids)s AS jsonb)))"
+    " AND state = 'parked' LIMIT 1"
+)
+
+
+def _any_parked_autocommit(connection: Connection, wanted: list[str]) -> bool:
+    """One statement on ``connection`` in autocommit mode, then the isolation level it had."""
+    level = connection.get_execution_options().get(
+        "isolation_level", connection.default_isolation_level
+    )
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        found = connection.exec_driver_sql(_ANY_PARKED_PG, {"ids": orjson.dumps(wanted).decode()})
+        return found.first() is not None
+    finally:
+        # Ends SQLAlchemy's record of the statement's transaction (the driver, in
+        # autocommit, sends nothing), so the level may change back. A connection lost
+        # meanwhile is discarded by the caller and needs neither.
+        if not connection.invalidated:
+            connection.rollback()
+            connection.execution_options(isolation_level=level)
 
 
 def _without_permit(ops: list[PermitOperation], counts: dict[str, int]) -> None:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from unittest import mock
 
 import fakeredis
 import pytest
 from aiohttp.test_utils import TestClient
 from rq.serializers import JSONSerializer
+from rq.utils import now
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.models import DeadLetter, Permit, Zone
+from shared.queue import JOB_RETRY
 from tests.factories import make_payload, permits_queue, queued_permits, run_worker
 from worker.context import init_context
 from worker.jobs import persist_permits
+from worker.recovery import HeartbeatWorker
 
 
 @pytest.fixture(autouse=True)
@@ -132,13 +137,6 @@ async def test_rq_records_the_batch_result(
 
 
 def test_job_orphaned_in_the_intermediate_queue_is_rescued(redis: fakeredis.FakeRedis) -> None:
-    from datetime import timedelta
-
-    from rq.utils import now
-
-    from shared.queue import JOB_RETRY
-    from worker.recovery import HeartbeatWorker
-
     queue = permits_queue(redis)
     job = queue.enqueue_call("worker.jobs.persist_permits", kwargs={"permits": []}, retry=JOB_RETRY)
     # A worker's BLMOVE took it, then the worker (or Redis) died before registering it.
@@ -160,10 +158,6 @@ def test_a_long_job_keeps_its_started_entry_alive(redis: fakeredis.FakeRedis) ->
     """The worker's one heartbeat thread renews the running job's entry: a job that runs
     longer than abandoned_job_s is not taken for abandoned (and failed, or run twice)
     by the registry clean-up that runs meanwhile."""
-    import threading
-
-    from worker.recovery import HeartbeatWorker
-
     queue = permits_queue(redis)
     job = queue.enqueue_call("time.sleep", args=(3.0,))
     worker = HeartbeatWorker(
@@ -196,13 +190,6 @@ def test_a_long_job_keeps_its_started_entry_alive(redis: fakeredis.FakeRedis) ->
 def test_a_worker_asked_to_stop_runs_no_maintenance(redis: fakeredis.FakeRedis) -> None:
     """Maintenance would restart a scheduler just stopped, and the worker would hang
     stopping it again (worker/recovery.py); once a stop is requested it does not run."""
-    from datetime import timedelta
-    from unittest import mock
-
-    from rq.utils import now
-
-    from worker.recovery import HeartbeatWorker
-
     worker = HeartbeatWorker(
         [permits_queue(redis)], connection=redis, serializer=JSONSerializer, abandoned_job_s=5
     )
