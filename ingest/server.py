@@ -24,6 +24,7 @@ them.
 from __future__ import annotations
 
 import asyncio
+import gc
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -274,6 +275,7 @@ def run_app(
                 probes = web.ServerRunner(runner.probes_server(), handle_signals=False)
                 await probes.setup()
                 await web.TCPSite(probes, host, probes_port, **site_kwargs).start()
+            freeze_startup_heap()
             await asyncio.Event().wait()  # until a signal raises GracefulExit
         finally:
             if probes is not None:
@@ -292,6 +294,19 @@ def run_app(
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built out of every later garbage collection (``gc.freeze``).
+
+    A full (generation 2) collection walks every tracked object: in a receiver, ~110,000
+    made at start-up (modules, classes, SQLAlchemy, RQ, the app) that never become garbage.
+    Each one held the event loop for 66-92 ms, a few times a minute under load, and every
+    request in flight waited (the p99); frozen, they take 0-1 ms. Frozen objects are still
+    freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 # Seconds in-flight requests get to finish after SIGTERM before they are cut.

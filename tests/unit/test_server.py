@@ -1,9 +1,14 @@
-"""Malformed HTTP, answered by aiohttp before any middleware: JSON too, and no traceback."""
+"""Malformed HTTP, answered by aiohttp before any middleware: JSON too, and no traceback;
+and the receiver's start-up heap kept out of garbage collections."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
+import signal
+import time
 
 import fakeredis
 import orjson
@@ -11,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from ingest.app import create_app
-from ingest.server import JsonErrorAppRunner
+from ingest.server import JsonErrorAppRunner, run_app
 from shared.config import Settings
 
 MALFORMED = [
@@ -54,3 +59,25 @@ async def test_malformed_http_gets_a_json_400_and_one_log_line(
     parsed = orjson.loads(body)
     assert (parsed["status"], parsed["ErrorCode"]) == ("error", 9003)
     assert "Traceback" not in caplog.text
+
+
+def test_the_receiver_freezes_its_start_up_heap_once_it_listens() -> None:
+    """What start-up built is frozen (gc.freeze) by the time the port listens."""
+    assert gc.get_freeze_count() == 0
+    loop = asyncio.new_event_loop()
+    deadline = time.monotonic() + 10
+    frozen: list[int] = []
+
+    def stop_once_frozen() -> None:
+        if gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            loop.call_later(0.05, stop_once_frozen)
+            return
+        frozen.append(gc.get_freeze_count())
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: run_app stops gracefully
+
+    loop.call_soon(stop_once_frozen)
+    try:
+        run_app(web.Application(), host="127.0.0.1", port=0, shutdown_timeout=1, loop=loop)
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as before
+    assert frozen and frozen[0] > 10_000  # modules, classes, aiohttp: thousands of objects
