@@ -20,7 +20,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.permit_enqueuer import PushItem
-from ingest.read_store_sql import SqlReadStore
+from ingest.read_store_sql import _FIRST_IDS_PG, SqlReadStore
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.db import alembic_config, make_engine, make_sessionmaker, upgrade_database
@@ -217,3 +217,38 @@ def test_migration_0005_fingerprints_rows_with_the_current_normal_forms(
     }
     with pg_sessions() as session:
         assert session.scalar(select(func.count()).select_from(Permit)) == 4
+
+
+def test_the_first_id_read_probes_the_index_on_a_small_table(
+    pg_engine: Engine, pg_settings: Settings, pg_token: str
+) -> None:
+    """8,000 rows, analysed: PostgreSQL planned the plain join as a full scan of permits."""
+    with pg_engine.begin() as connection:
+        client_id = connection.execute(text("SELECT id FROM api_clients")).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO permits (reference_id, client_id, permit_type, plate,"
+                " plate_normalized, start_raw, end_raw, starts_at, ends_at, received_at,"
+                " stored_at, last_seq, fingerprint) SELECT 'ref-' || g, :client, 'Standard',"
+                " 'P' || g, 'P' || g, '2018-07-02T09:00:00', '2018-07-02T09:30:00', now(),"
+                " now(), now(), now(), 0, md5(g::text) || md5(g::text)"
+                " FROM generate_series(1, 8000) g"
+            ),
+            {"client": client_id},
+        )
+        connection.execute(text("ANALYZE permits"))
+        stored = connection.execute(
+            text("SELECT fingerprint FROM permits WHERE reference_id = 'ref-42'")
+        ).scalar_one()
+    keys = [(client_id, stored), (client_id, "0" * 64), (client_id + 1, stored)]
+    reads = SqlReadStore(pg_settings, pg_settings.database_url)
+    try:
+        assert reads.first_ids(keys) == {(client_id, stored): "ref-42"}
+    finally:
+        reads.close()
+    document = json.dumps([{"client_id": c, "fingerprint": f} for c, f in keys])
+    with pg_engine.connect() as connection:
+        plan = connection.exec_driver_sql("EXPLAIN " + _FIRST_IDS_PG, {"keys": document}).all()
+    lines = "\n".join(line for (line,) in plan)
+    assert "Index Scan using uq_permits_client_fingerprint" in lines, lines
+    assert "Seq Scan on permits" not in lines, lines
