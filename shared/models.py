@@ -171,7 +171,8 @@ class Permit(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     # The id the client was given; one permit, one row, however often it is delivered.
     reference_id: Mapped[str] = mapped_column(String(36), unique=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id"), index=True)
+    # Looked up through uq_permits_client_fingerprint, which leads with it (migration 0007).
+    client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id"))
     fingerprint: Mapped[str | None] = mapped_column(String(64))
     permit_type: Mapped[str] = mapped_column(String(20))
     plate: Mapped[str] = mapped_column(String(PLATE_COLUMN))
