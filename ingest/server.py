@@ -303,7 +303,7 @@ def freeze_startup_heap() -> None:
     made at start-up (modules, classes, SQLAlchemy, RQ, the app) that never become garbage.
     Each one held the event loop for 66-92 ms, a few times a minute under load, and every
     request in flight waited (the p99); frozen, they take 0-1 ms. Frozen objects are still
-    freed by reference counting.
+    freed by reference counting; only a cycle among them would never be collected.
     """
     gc.collect()
     gc.freeze()

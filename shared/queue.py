@@ -51,11 +51,11 @@ class OrjsonSerializer:
 # What every job payload, result and meta on the permits queue is written with.
 JOB_SERIALIZER = OrjsonSerializer
 
-# The owner of each reference id of a job, one key each, as ONE command of the job's MULTI
-# (a SET per id cost redis-py ~20 us of CPU each to pack and parse: a third of a 16-permit
-# enqueue). EVAL, not EVALSHA: a Redis that lost the script cache fails EVALSHA inside EXEC,
-# after the job's own commands have run. KEYS: the owner keys; ARGV[1]: their TTL in
-# seconds; ARGV[i + 1]: the client id of KEYS[i].
+# The owner of each reference id of a job, one key each, as ONE command of the job's MULTI:
+# redis-py packed and parsed a SET per id, 12-18% of a 16-permit enqueue's CPU. EVAL, not
+# EVALSHA: a Redis that lost the script cache fails EVALSHA inside EXEC, after the job's
+# own commands have run. KEYS: the owner keys; ARGV[1]: their TTL in seconds; ARGV[i + 1]:
+# the client id of KEYS[i].
 OWNERS_SCRIPT = """
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])

@@ -11,11 +11,15 @@ from shared.constants import PERSIST_PERMITS_JOB, REFERENCE_KEY_PREFIX, REFERENC
 from shared.queue import JobWriter
 
 
+def _writer(redis_url: str, redis: Redis) -> JobWriter:
+    return JobWriter(redis, Settings(redis_url=redis_url), wait_aof=False)
+
+
 def test_the_owner_of_each_reference_id_is_written_with_the_job(
-    pg_settings: Settings, real_redis: Redis
+    redis_url: str, real_redis: Redis
 ) -> None:
     owners = {str(uuid4()): client_id for client_id in (3, 3, 8)}
-    writer = JobWriter(real_redis, pg_settings, wait_aof=False)
+    writer = _writer(redis_url, real_redis)
     job_id = writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(3)", owners)
     assert writer.queue.job_ids == [job_id]
     for reference_id, client_id in owners.items():
@@ -25,9 +29,9 @@ def test_the_owner_of_each_reference_id_is_written_with_the_job(
 
 
 def test_owners_are_written_after_redis_lost_its_script_cache(
-    pg_settings: Settings, real_redis: Redis
+    redis_url: str, real_redis: Redis
 ) -> None:
-    writer = JobWriter(real_redis, pg_settings, wait_aof=False)
+    writer = _writer(redis_url, real_redis)
     writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(1)", {str(uuid4()): 1})
     real_redis.script_flush()  # as after a restart: the script is sent whole, not by its SHA
     reference_id = str(uuid4())
@@ -36,10 +40,8 @@ def test_owners_are_written_after_redis_lost_its_script_cache(
     assert writer.queue.count == 2
 
 
-def test_a_job_without_reference_ids_writes_no_owner(
-    pg_settings: Settings, real_redis: Redis
-) -> None:
-    JobWriter(real_redis, pg_settings, wait_aof=False).write(
+def test_a_job_without_reference_ids_writes_no_owner(redis_url: str, real_redis: Redis) -> None:
+    _writer(redis_url, real_redis).write(
         PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(0)", {}
     )
     assert real_redis.keys(REFERENCE_KEY_PREFIX + "*") == []

@@ -30,7 +30,7 @@ def upgrade() -> None:
         op.drop_index(INDEX, table_name="permits")
         return
     with op.get_context().autocommit_block():
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_permits_client_id")
 
 
 def downgrade() -> None:
@@ -39,5 +39,5 @@ def downgrade() -> None:
         return
     with op.get_context().autocommit_block():
         # An interrupted CONCURRENTLY build leaves an invalid index of that name behind.
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
-        op.execute(f"CREATE INDEX CONCURRENTLY {INDEX} ON permits (client_id)")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_permits_client_id")
+        op.execute("CREATE INDEX CONCURRENTLY ix_permits_client_id ON permits (client_id)")
