@@ -14,7 +14,7 @@ import signal
 import time
 
 import psycopg
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -86,6 +86,10 @@ def test_worker_sigkilled_mid_batch_has_its_batch_rerun(stack: Stack) -> None:
     serve = stack.serve()
     worker_a = stack.worker("worker-a")
     wait_for_port(stack.port)
+    # Worker A past its start-up first: the start-up's counts read the permits table, and
+    # under the lock below it would never reach the queue (seen once in CI).
+    queue = queue_of(stack)
+    wait_until(lambda: Worker.count(queue=queue) >= 1, 30, "worker A working the queue")
     # Hold the permits table so that worker A is stuck inside its batch when it is killed.
     with psycopg.connect(stack.pg.dsn()) as blocker:
         blocker.execute("LOCK TABLE permits IN ACCESS EXCLUSIVE MODE")
