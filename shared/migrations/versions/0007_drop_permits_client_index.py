@@ -26,18 +26,12 @@ INDEX = "ix_permits_client_id"
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        op.drop_index(INDEX, table_name="permits")
-        return
-    with op.get_context().autocommit_block():
-        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_permits_client_id")
+    with op.get_context().autocommit_block():  # CONCURRENTLY runs outside a transaction
+        op.drop_index(INDEX, table_name="permits", postgresql_concurrently=True, if_exists=True)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        op.create_index(INDEX, "permits", ["client_id"])
-        return
     with op.get_context().autocommit_block():
         # An interrupted CONCURRENTLY build leaves an invalid index of that name behind.
-        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_permits_client_id")
-        op.execute("CREATE INDEX CONCURRENTLY ix_permits_client_id ON permits (client_id)")
+        op.drop_index(INDEX, table_name="permits", postgresql_concurrently=True, if_exists=True)
+        op.create_index(INDEX, "permits", ["client_id"], postgresql_concurrently=True)
