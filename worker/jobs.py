@@ -41,8 +41,7 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
         references = reference_ids
         if stored.aliased:  # their parked operations moved to the permit they name
             with session.begin():
-                aliased = resolve_aliases(session, reference_ids).values()
-            references = [*reference_ids, *aliased]
+                references = [*reference_ids, *resolve_aliases(session, reference_ids).values()]
         # Updates and deletes that arrived while these creates were queued.
         return stored, drain_created(session, references)
 
