@@ -31,6 +31,11 @@ def start_naive(group: ProcessGroup, port: int, processes: int, redis_url: str) 
     group.start("naive", [*argv, "--processes", str(processes)], {"REDIS_URL": redis_url})
 
 
+def start_floor(group: ProcessGroup, port: int, processes: int, redis_url: str) -> None:
+    argv = python_argv("-m", "bench.servers.floor", "--port", str(port))
+    group.start("floor", [*argv, "--processes", str(processes)], {"REDIS_URL": redis_url})
+
+
 @contextlib.contextmanager
 def running(group: ProcessGroup, start: Callable[[], object], port: int) -> Iterator[list[int]]:
     """Start a target's processes, wait until it answers, yield their pids, stop them."""

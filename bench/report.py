@@ -36,6 +36,13 @@ def _peak_section(report: Report) -> list[str]:
             f"  permit-push/bare = {_ratio(pp.rps, bare.rps)}   "
             f"permit-push/naive = {_ratio(pp.rps, naive.rps)}"
         )
+    floor = report.peak.get("floor")
+    if pp and bare and floor:
+        lines.append(
+            f"  floor/bare = {_ratio(floor.rps, bare.rps)}   "
+            f"permit-push/floor = {_ratio(pp.rps, floor.rps)}   "
+            "(floor: marshmallow and one RQ job a micro-batch, nothing else)"
+        )
     one_box = report.peak.get(ONE_BOX)
     if one_box and bare:
         lines.append(

@@ -1,7 +1,8 @@
 """The benchmark's entry point: `python -m bench [--quick] [...]`.
 
 Phases, in one run on this machine:
-1. receiver peak throughput with wrk: bare aiohttp, naive RQ-per-request, permit-push;
+1. receiver peak throughput with wrk: bare aiohttp, naive RQ-per-request, the design's floor,
+   permit-push;
    then permit-push's latency at 80% of its peak, open loop;
 2. end-to-end drain: HTTP pushes until every permit is a PostgreSQL row, against raw
    psycopg executemany (100 rows per transaction) of the same rows;
@@ -136,6 +137,7 @@ def http_phase(
     starters: dict[str, Callable[[int], object]] = {
         "bare": lambda port: httpbench.start_bare(group, port, args.processes),
         "naive": lambda port: httpbench.start_naive(group, port, args.processes, redis_url),
+        "floor": lambda port: httpbench.start_floor(group, port, args.processes, redis_url),
         "permit-push": lambda port: stores.service.start_receiver(group, port, args.processes),
         ONE_BOX: lambda port: (
             one_box.start_receiver(group, port, args.processes),

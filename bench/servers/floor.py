@@ -1,0 +1,99 @@
+"""Baseline 3, the floor of the fixed design: what any receiver of this shape must do.
+
+aiohttp parses the body, marshmallow validates it (permit-push's own schema and time
+checks), and a micro-batch of permits becomes ONE RQ job in Redis before any of them is
+answered: permit-push's own micro-batcher, job format and job writer, with its window and
+concurrency. Everything else permit-push does per request is left out: tokens, rate
+limits, the de-duplication of resends (its Redis claim and database read), owner keys,
+metrics, log lines, request ids, the error middleware. So this is an upper bound for
+permit-push, not a rival: the gap between the two is permit-push's own cost, and the gap
+between this and bare is what the design's parts cost whoever writes the code.
+
+The jobs go to a queue of their own that no worker drains (the bench flushes its db).
+
+    REDIS_URL=redis://127.0.0.1:6379/13 python -m bench.servers.floor --port 8083
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+from redis import Redis
+
+from bench.servers.common import PUSH_PATH, parse_args, serve
+from ingest.microbatch import MicroBatcher
+from ingest.permit_enqueuer import PushItem, new_reference_ids, to_job_permit
+from shared.config import Settings
+from shared.constants import PERSIST_PERMITS_JOB
+from shared.queue import JobWriter
+from shared.schemas import load_permit
+from shared.tokens import ClientInfo
+
+FLOOR_QUEUE = "bench-floor"
+CLIENT = ClientInfo(id=1, name="bench", permit_type="meter")
+BATCHER: web.AppKey[MicroBatcher[PushItem, str]] = web.AppKey("batcher", MicroBatcher)
+SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+class FloorEnqueuer:
+    """A micro-batch as one RQ job, with fresh reference ids: no claim, no owner keys."""
+
+    def __init__(self, writer: JobWriter, settings: Settings) -> None:
+        self._writer = writer
+        self._timezone = settings.timezone
+
+    def enqueue(self, items: list[PushItem]) -> list[str | Exception]:
+        ids = [str(ref) for ref in new_reference_ids(len(items))]
+        timezone = self._timezone
+        permits = [to_job_permit(i, ref, timezone) for i, ref in zip(items, ids, strict=True)]
+        self._writer.write(
+            PERSIST_PERMITS_JOB, {"permits": permits}, f"persist_permits({len(permits)})", {}
+        )
+        return list(ids)
+
+
+async def push(request: web.Request) -> web.Response:
+    received_at = datetime.now(UTC)
+    settings = request.app[SETTINGS_KEY]
+    permit = load_permit(
+        orjson.loads(await request.read()),
+        timezone=settings.timezone,
+        max_duration=settings.max_permit_duration,
+    )
+    ref = await request.app[BATCHER].submit(PushItem(CLIENT, permit, received_at))
+    body = {"status": "success", "reference_id": ref, "InternalReferenceID": ref}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def _batcher(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    redis = Redis.from_url(settings.redis_url)
+    writer = JobWriter(redis, settings, wait_aof=False)
+    app[BATCHER] = MicroBatcher(
+        "enqueue-floor",
+        FloorEnqueuer(writer, settings).enqueue,
+        window_s=settings.batch_window_ms / 1000,
+        max_size=settings.batch_max_permits,
+        concurrency=settings.enqueue_concurrency,
+    )
+    yield
+    await app[BATCHER].close()
+    redis.close()
+
+
+def make_app() -> web.Application:
+    env = {**os.environ, "QUEUE_NAME": FLOOR_QUEUE}
+    app = web.Application()
+    app[SETTINGS_KEY] = Settings.from_env(env)
+    app.cleanup_ctx.append(_batcher)
+    app.router.add_post(PUSH_PATH, push)
+    return app
+
+
+if __name__ == "__main__":
+    args = parse_args("the design's floor: marshmallow, micro-batched RQ jobs, nothing else")
+    serve(make_app, args.host, args.port, args.processes)
