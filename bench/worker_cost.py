@@ -9,6 +9,10 @@ cost of the jobs; Redis's INFO commandstats (reset before the drain; server-wide
 it on a quiet Redis) gives the commands per job. A least-squares line through the sizes
 splits the cost into a fixed part per job and a part per permit. Uses Redis db 12 and the
 database `permit_bench_cost` (created and dropped).
+
+`--noop` also measures jobs that do nothing (`builtins.dict()`, written by the receiver's
+job writer like a batch): RQ's own cost per job in this worker, the floor under the fixed
+part whatever the job does.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from redis import Redis
 from bench import pgbase
 from bench.procs import python_argv
 from bench.service import Service, cli_path
+from shared.config import Settings
+from shared.queue import JobWriter
 
 REDIS_URL = "redis://127.0.0.1:6379"
+NOOP_JOB = "builtins.dict"  # called with no arguments: returns {}, touches nothing
 REDIS_DB = 12
 
 
@@ -86,6 +93,20 @@ def measure(service: Service, redis: Redis, token: str, jobs: int, size: int) ->
     return Cost(size, jobs, max(cpu - idle, 0.0), sent / jobs)
 
 
+def measure_noop(service: Service, redis: Redis, jobs: int) -> Cost:
+    """One burst worker on ``jobs`` jobs that run nothing: RQ's cost per job (size 0)."""
+    settings = Settings.from_env({**os.environ, **service.env()})
+    writer = JobWriter(redis, settings, wait_aof=False)
+    for _ in range(jobs):
+        writer.write(NOOP_JOB, {}, "no-op", {})
+    redis.config_resetstat()
+    before = commands(redis)
+    cpu = burst_worker_cpu(service)
+    sent = commands(redis) - before - 1
+    idle = burst_worker_cpu(service)
+    return Cost(0, jobs, max(cpu - idle, 0.0), sent / jobs)
+
+
 def fit(costs: list[Cost]) -> tuple[float, float]:
     """(fixed ms per job, us per permit): least squares of job CPU against job size."""
     xs = [float(c.size) for c in costs]
@@ -100,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--jobs", type=int, default=1000, help="jobs per size")
     parser.add_argument("--sizes", default="1,16,64,200", help="permits per job, comma list")
+    parser.add_argument("--noop", action="store_true", help="also jobs that do nothing")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     pg = pgbase.PgTarget(dbname="permit_bench_cost")
@@ -111,9 +133,14 @@ def main() -> None:
         service.upgrade()
         token = service.create_token("cost")
         started = time.monotonic()
+        noop = measure_noop(service, redis, args.jobs) if args.noop else None
         costs = [measure(service, redis, token, args.jobs, size) for size in sizes]
         print(f"one burst worker, {args.jobs} jobs per size ({time.monotonic() - started:.0f} s)")
         print("  permits/job   CPU ms/job   CPU us/permit   Redis commands/job")
+        if noop is not None:
+            print(
+                f"  {'no-op':>11} {noop.ms_per_job:12.2f} {'-':>15} {noop.commands_per_job:20.1f}"
+            )
         for c in costs:
             print(
                 f"  {c.size:11d} {c.ms_per_job:12.2f} {c.us_per_permit:15.0f}"

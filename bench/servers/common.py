@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from uuid import uuid4
 
 import orjson
@@ -22,11 +22,14 @@ def success_response() -> tuple[str, web.Response]:
     return ref, web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, switches: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """Host, port and processes; ``switches``: a baseline's own on/off flags, with their help."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--processes", type=int, default=1)
+    for flag, help_text in (switches or {}).items():
+        parser.add_argument(flag, action="store_true", help=help_text)
     return parser.parse_args()
 
 

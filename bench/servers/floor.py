@@ -10,12 +10,15 @@ permit-push, not a rival: the gap between the two is permit-push's own cost, and
 between this and bare is what the design's parts cost whoever writes the code.
 
 The jobs go to a queue of their own that no worker drains (the bench flushes its db).
+`--validate-only` answers each request with a fresh id once marshmallow has passed it, with
+no batch and no Redis: the floor without RQ, run by hand (docs/performance.md).
 
     REDIS_URL=redis://127.0.0.1:6379/13 python -m bench.servers.floor --port 8083
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -64,7 +67,9 @@ async def push(request: web.Request) -> web.Response:
         timezone=settings.timezone,
         max_duration=settings.max_permit_duration,
     )
-    ref = await request.app[BATCHER].submit(PushItem(CLIENT, permit, received_at))
+    item = PushItem(CLIENT, permit, received_at)
+    batcher = request.app.get(BATCHER)
+    ref = str(new_reference_ids(1)[0]) if batcher is None else await batcher.submit(item)
     body = {"status": "success", "reference_id": ref, "InternalReferenceID": ref}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
@@ -85,15 +90,24 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
     redis.close()
 
 
-def make_app() -> web.Application:
+def make_app(*, enqueue: bool = True) -> web.Application:
     env = {**os.environ, "QUEUE_NAME": FLOOR_QUEUE}
     app = web.Application()
     app[SETTINGS_KEY] = Settings.from_env(env)
-    app.cleanup_ctx.append(_batcher)
+    if enqueue:
+        app.cleanup_ctx.append(_batcher)
     app.router.add_post(PUSH_PATH, push)
     return app
 
 
 if __name__ == "__main__":
-    args = parse_args("the design's floor: marshmallow, micro-batched RQ jobs, nothing else")
-    serve(make_app, args.host, args.port, args.processes)
+    args = parse_args(
+        "the design's floor: marshmallow, micro-batched RQ jobs, nothing else",
+        {"--validate-only": "validate, then answer: no batch, no RQ job, no Redis"},
+    )
+    serve(
+        functools.partial(make_app, enqueue=not args.validate_only),
+        args.host,
+        args.port,
+        args.processes,
+    )
