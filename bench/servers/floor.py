@@ -74,28 +74,29 @@ async def push(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-async def _batcher(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS_KEY]
-    redis = Redis.from_url(settings.redis_url)
-    writer = JobWriter(redis, settings, wait_aof=False)
-    app[BATCHER] = MicroBatcher(
-        "enqueue-floor",
-        FloorEnqueuer(writer, settings).enqueue,
-        window_s=settings.batch_window_ms / 1000,
-        max_size=settings.batch_max_permits,
-        concurrency=settings.enqueue_concurrency,
-    )
-    yield
-    await app[BATCHER].close()
-    redis.close()
-
-
-def make_app(*, enqueue: bool = True) -> web.Application:
-    env = {**os.environ, "QUEUE_NAME": FLOOR_QUEUE}
+def make_app(redis: Redis | None = None, *, enqueue: bool = True) -> web.Application:
+    """The floor receiver; ``redis``: its Redis (default: REDIS_URL, opened at start-up)."""
+    settings = Settings.from_env({**os.environ, "QUEUE_NAME": FLOOR_QUEUE})
     app = web.Application()
-    app[SETTINGS_KEY] = Settings.from_env(env)
+    app[SETTINGS_KEY] = settings
+
+    async def batcher(app: web.Application) -> AsyncIterator[None]:
+        connection = redis if redis is not None else Redis.from_url(settings.redis_url)
+        writer = JobWriter(connection, settings, wait_aof=False)
+        app[BATCHER] = MicroBatcher(
+            "enqueue-floor",
+            FloorEnqueuer(writer, settings).enqueue,
+            window_s=settings.batch_window_ms / 1000,
+            max_size=settings.batch_max_permits,
+            concurrency=settings.enqueue_concurrency,
+        )
+        yield
+        await app[BATCHER].close()
+        if redis is None:
+            connection.close()
+
     if enqueue:
-        app.cleanup_ctx.append(_batcher)
+        app.cleanup_ctx.append(batcher)
     app.router.add_post(PUSH_PATH, push)
     return app
 
