@@ -31,9 +31,10 @@ def start_naive(group: ProcessGroup, port: int, processes: int, redis_url: str) 
     group.start("naive", [*argv, "--processes", str(processes)], {"REDIS_URL": redis_url})
 
 
-def start_floor(group: ProcessGroup, port: int, processes: int, redis_url: str) -> None:
+def start_floor(group: ProcessGroup, port: int, processes: int, env: dict[str, str]) -> None:
+    """``env``: permit-push's own (its Redis and any --service-env), so both batch alike."""
     argv = python_argv("-m", "bench.servers.floor", "--port", str(port))
-    group.start("floor", [*argv, "--processes", str(processes)], {"REDIS_URL": redis_url})
+    group.start("floor", [*argv, "--processes", str(processes)], env)
 
 
 @contextlib.contextmanager

@@ -37,10 +37,10 @@ def _peak_section(report: Report) -> list[str]:
             f"permit-push/naive = {_ratio(pp.rps, naive.rps)}"
         )
     floor = report.peak.get("floor")
-    if pp and bare and floor:
+    if floor and bare:
+        versus_floor = f"permit-push/floor = {_ratio(pp.rps, floor.rps)}   " if pp else ""
         lines.append(
-            f"  floor/bare = {_ratio(floor.rps, bare.rps)}   "
-            f"permit-push/floor = {_ratio(pp.rps, floor.rps)}   "
+            f"  floor/bare = {_ratio(floor.rps, bare.rps)}   {versus_floor}"
             "(floor: marshmallow and one RQ job a micro-batch, nothing else)"
         )
     one_box = report.peak.get(ONE_BOX)

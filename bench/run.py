@@ -137,7 +137,9 @@ def http_phase(
     starters: dict[str, Callable[[int], object]] = {
         "bare": lambda port: httpbench.start_bare(group, port, args.processes),
         "naive": lambda port: httpbench.start_naive(group, port, args.processes, redis_url),
-        "floor": lambda port: httpbench.start_floor(group, port, args.processes, redis_url),
+        "floor": lambda port: httpbench.start_floor(
+            group, port, args.processes, stores.service.env()
+        ),
         "permit-push": lambda port: stores.service.start_receiver(group, port, args.processes),
         ONE_BOX: lambda port: (
             one_box.start_receiver(group, port, args.processes),

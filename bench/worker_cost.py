@@ -85,26 +85,26 @@ def commands(redis: Redis) -> int:
 
 def measure(service: Service, redis: Redis, token: str, jobs: int, size: int) -> Cost:
     fill(service, token, jobs, size)
+    return drain(service, redis, jobs, size)
+
+
+def measure_noop(service: Service, redis: Redis, jobs: int) -> Cost:
+    """Jobs that run nothing, written by the receiver's job writer: RQ's cost per job."""
+    settings = Settings.from_env({**os.environ, **service.env()})
+    writer = JobWriter(redis, settings, wait_aof=False)
+    for _ in range(jobs):
+        writer.write(NOOP_JOB, {}, "no-op", {})
+    return drain(service, redis, jobs, 0)
+
+
+def drain(service: Service, redis: Redis, jobs: int, size: int) -> Cost:
+    """One burst worker on the filled queue: its CPU less a burst run's on an empty one."""
     redis.config_resetstat()
     before = commands(redis)
     cpu = burst_worker_cpu(service)
     sent = commands(redis) - before - 1  # less our own INFO
     idle = burst_worker_cpu(service)  # the queue is empty now: start-up and shut-down only
     return Cost(size, jobs, max(cpu - idle, 0.0), sent / jobs)
-
-
-def measure_noop(service: Service, redis: Redis, jobs: int) -> Cost:
-    """One burst worker on ``jobs`` jobs that run nothing: RQ's cost per job (size 0)."""
-    settings = Settings.from_env({**os.environ, **service.env()})
-    writer = JobWriter(redis, settings, wait_aof=False)
-    for _ in range(jobs):
-        writer.write(NOOP_JOB, {}, "no-op", {})
-    redis.config_resetstat()
-    before = commands(redis)
-    cpu = burst_worker_cpu(service)
-    sent = commands(redis) - before - 1
-    idle = burst_worker_cpu(service)
-    return Cost(0, jobs, max(cpu - idle, 0.0), sent / jobs)
 
 
 def fit(costs: list[Cost]) -> tuple[float, float]:

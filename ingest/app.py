@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from redis import Redis
@@ -15,7 +15,7 @@ from ingest.metrics import ReceiverMetrics
 from ingest.microbatch import MicroBatcher
 from ingest.middlewares import error_middleware, metrics_middleware, request_id_middleware
 from ingest.operation_enqueuer import OperationEnqueuer
-from ingest.permit_enqueuer import PermitEnqueuer
+from ingest.permit_enqueuer import PermitEnqueuer, PushItem
 from ingest.ratelimit import RateLimiter
 from ingest.read_store import NoDatabase, ReadStore
 from ingest.routes import setup_routes
@@ -54,6 +54,20 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     return app
 
 
+def permit_batcher(
+    flush: Callable[[list[PushItem]], list[str | Exception]], settings: Settings
+) -> MicroBatcher[PushItem, str]:
+    """The micro-batcher of single pushes: BATCH_WINDOW_MS, BATCH_MAX_PERMITS and
+    ENQUEUE_CONCURRENCY (the bench's floor receiver uses it too)."""
+    return MicroBatcher(
+        "enqueue-permits",
+        flush,
+        window_s=settings.batch_window_ms / 1000,
+        max_size=settings.batch_max_permits,
+        concurrency=settings.enqueue_concurrency,
+    )
+
+
 async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     """Open what the handlers use once the loop runs; at shutdown, flush and close it."""
     settings, redis = app[SETTINGS], app[REDIS]
@@ -70,13 +84,7 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
         memory=memory.check,
     )
     app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)
-    app[PERMIT_BATCHER] = MicroBatcher(
-        "enqueue-permits",
-        app[ENQUEUE],
-        window_s=settings.batch_window_ms / 1000,
-        max_size=settings.batch_max_permits,
-        concurrency=settings.enqueue_concurrency,
-    )
+    app[PERMIT_BATCHER] = permit_batcher(app[ENQUEUE], settings)
     app[LIMITER] = RateLimiter(redis, settings)
     app[READ_STORE] = reads if reads is not None else NoDatabase()
     operations = OperationEnqueuer(writer, settings, reads.owners if reads is not None else None)

@@ -15,8 +15,7 @@ async def push(request: web.Request) -> web.Response:
     payload = orjson.loads(await request.read())
     if not isinstance(payload, dict):
         raise web.HTTPBadRequest()
-    _ref, response = success_response()
-    return response
+    return success_response()
 
 
 def make_app() -> web.Application:

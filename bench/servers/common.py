@@ -1,4 +1,4 @@
-"""What both baseline receivers share: reply shape, route and N-process serving."""
+"""What the baseline receivers share: reply shape, route and N-process serving."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from aiohttp import web
 PUSH_PATH = "/api/OC-TOMA/v1/permits/push"
 
 
-def success_response() -> tuple[str, web.Response]:
-    """A fresh reference id and the contract's success reply carrying it."""
-    ref = str(uuid4())
+def success_response(ref: str | None = None) -> web.Response:
+    """The contract's success reply carrying ``ref`` (default: a fresh uuid4)."""
+    ref = ref or str(uuid4())
     body = {"status": "success", "reference_id": ref, "InternalReferenceID": ref}
-    return ref, web.Response(body=orjson.dumps(body), content_type="application/json")
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def parse_args(description: str, switches: Mapping[str, str] | None = None) -> argparse.Namespace:

@@ -1,16 +1,18 @@
 """Baseline 3, the floor of the fixed design: what any receiver of this shape must do.
 
 aiohttp parses the body, marshmallow validates it (permit-push's own schema and time
-checks), and a micro-batch of permits becomes ONE RQ job in Redis before any of them is
-answered: permit-push's own micro-batcher, job format and job writer, with its window and
-concurrency. Everything else permit-push does per request is left out: tokens, rate
-limits, the de-duplication of resends (its Redis claim and database read), owner keys,
-metrics, log lines, request ids, the error middleware. So this is an upper bound for
-permit-push, not a rival: the gap between the two is permit-push's own cost, and the gap
-between this and bare is what the design's parts cost whoever writes the code.
+checks; an invalid permit gets a 400), and a micro-batch of permits becomes ONE RQ job in
+Redis before any of them is answered: permit-push's own micro-batcher (its settings), job
+format, job writer (its durable acknowledgement) and Redis client. Everything else
+permit-push does per request is left out: the Content-Type check and the body limit,
+tokens, rate limits, the de-duplication of resends (its Redis claim and database read),
+the queue-depth and memory back-pressure, owner keys, metrics, log lines, request ids and
+the error middleware. So this is an upper bound for permit-push, not a rival: the gap
+between the two is permit-push's own cost, and the gap between this and bare is what the
+design's parts cost whoever writes the receiver.
 
 The jobs go to a queue of their own that no worker drains (the bench flushes its db).
-`--validate-only` answers each request with a fresh id once marshmallow has passed it, with
+`--validate-only` answers each permit with a fresh id once marshmallow has passed it, with
 no batch and no Redis: the floor without RQ, run by hand (docs/performance.md).
 
     REDIS_URL=redis://127.0.0.1:6379/13 python -m bench.servers.floor --port 8083
@@ -18,8 +20,9 @@ no batch and no Redis: the floor without RQ, run by hand (docs/performance.md).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -27,18 +30,20 @@ import orjson
 from aiohttp import web
 from redis import Redis
 
-from bench.servers.common import PUSH_PATH, parse_args, serve
+from bench.servers.common import PUSH_PATH, parse_args, serve, success_response
+from ingest.app import permit_batcher
 from ingest.microbatch import MicroBatcher
 from ingest.permit_enqueuer import PushItem, new_reference_ids, to_job_permit
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB
 from shared.queue import JobWriter
-from shared.schemas import load_permit
+from shared.redis import make_receiver_redis
+from shared.schemas import InvalidPermitError, PermitIn, load_permit
 from shared.tokens import ClientInfo
 
 FLOOR_QUEUE = "bench-floor"
-CLIENT = ClientInfo(id=1, name="bench", permit_type="meter")
-BATCHER: web.AppKey[MicroBatcher[PushItem, str]] = web.AppKey("batcher", MicroBatcher)
+CLIENT = ClientInfo(id=1, name="bench", permit_type="meter")  # the jobs' client
+BATCHER_KEY: web.AppKey[MicroBatcher[PushItem, str]] = web.AppKey("batcher", MicroBatcher)
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
 
 
@@ -50,54 +55,67 @@ class FloorEnqueuer:
         self._timezone = settings.timezone
 
     def enqueue(self, items: list[PushItem]) -> list[str | Exception]:
-        ids = [str(ref) for ref in new_reference_ids(len(items))]
-        timezone = self._timezone
-        permits = [to_job_permit(i, ref, timezone) for i, ref in zip(items, ids, strict=True)]
-        self._writer.write(
-            PERSIST_PERMITS_JOB, {"permits": permits}, f"persist_permits({len(permits)})", {}
+        ids: list[str | Exception] = [str(ref) for ref in new_reference_ids(len(items))]
+        permits = [
+            to_job_permit(item, str(ref), self._timezone)
+            for item, ref in zip(items, ids, strict=True)
+        ]
+        description = f"persist_permits({len(permits)} permits)"
+        self._writer.write(PERSIST_PERMITS_JOB, {"permits": permits}, description, {})
+        return ids
+
+
+async def _validated(request: web.Request) -> PermitIn | web.Response:
+    """The permit as permit-push's push handler loads it, or the 400 for an invalid one."""
+    settings = request.app[SETTINGS_KEY]
+    try:
+        return load_permit(
+            orjson.loads(await request.read()),
+            timezone=settings.timezone,
+            max_duration=settings.max_permit_duration,
         )
-        return list(ids)
+    except InvalidPermitError:
+        return web.Response(status=400)
 
 
 async def push(request: web.Request) -> web.Response:
     received_at = datetime.now(UTC)
-    settings = request.app[SETTINGS_KEY]
-    permit = load_permit(
-        orjson.loads(await request.read()),
-        timezone=settings.timezone,
-        max_duration=settings.max_permit_duration,
-    )
-    item = PushItem(CLIENT, permit, received_at)
-    batcher = request.app.get(BATCHER)
-    ref = str(new_reference_ids(1)[0]) if batcher is None else await batcher.submit(item)
-    body = {"status": "success", "reference_id": ref, "InternalReferenceID": ref}
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
+    permit = await _validated(request)
+    if isinstance(permit, web.Response):
+        return permit
+    ref = await request.app[BATCHER_KEY].submit(PushItem(CLIENT, permit, received_at))
+    return success_response(ref)
 
 
-def make_app(redis: Redis | None = None, *, enqueue: bool = True) -> web.Application:
-    """The floor receiver; ``redis``: its Redis (default: REDIS_URL, opened at start-up)."""
-    settings = Settings.from_env({**os.environ, "QUEUE_NAME": FLOOR_QUEUE})
+async def push_validate_only(request: web.Request) -> web.Response:
+    permit = await _validated(request)
+    if isinstance(permit, web.Response):
+        return permit
+    return success_response(str(new_reference_ids(1)[0]))
+
+
+def make_app(
+    settings: Settings, redis: Redis | None = None, *, enqueue: bool = True
+) -> web.Application:
+    """The floor receiver on QUEUE_NAME=bench-floor; ``redis``: a client to use (tests)."""
+    settings = dataclasses.replace(settings, queue_name=FLOOR_QUEUE)
     app = web.Application()
     app[SETTINGS_KEY] = settings
 
-    async def batcher(app: web.Application) -> AsyncIterator[None]:
-        connection = redis if redis is not None else Redis.from_url(settings.redis_url)
-        writer = JobWriter(connection, settings, wait_aof=False)
-        app[BATCHER] = MicroBatcher(
-            "enqueue-floor",
-            FloorEnqueuer(writer, settings).enqueue,
-            window_s=settings.batch_window_ms / 1000,
-            max_size=settings.batch_max_permits,
-            concurrency=settings.enqueue_concurrency,
-        )
+    async def open_batcher(app: web.Application) -> AsyncIterator[None]:
+        connection = redis if redis is not None else make_receiver_redis(settings)
+        writer = await asyncio.to_thread(JobWriter.connect, connection, settings)
+        app[BATCHER_KEY] = permit_batcher(FloorEnqueuer(writer, settings).enqueue, settings)
         yield
-        await app[BATCHER].close()
+        await app[BATCHER_KEY].close()
         if redis is None:
             connection.close()
 
     if enqueue:
-        app.cleanup_ctx.append(batcher)
-    app.router.add_post(PUSH_PATH, push)
+        app.cleanup_ctx.append(open_batcher)
+        app.router.add_post(PUSH_PATH, push)
+    else:
+        app.router.add_post(PUSH_PATH, push_validate_only)
     return app
 
 
@@ -106,9 +124,5 @@ if __name__ == "__main__":
         "the design's floor: marshmallow, micro-batched RQ jobs, nothing else",
         {"--validate-only": "validate, then answer: no batch, no RQ job, no Redis"},
     )
-    serve(
-        functools.partial(make_app, enqueue=not args.validate_only),
-        args.host,
-        args.port,
-        args.processes,
-    )
+    make = functools.partial(make_app, Settings.from_env(), enqueue=not args.validate_only)
+    serve(make, args.host, args.port, args.processes)

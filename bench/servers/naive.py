@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from uuid import uuid4
 
 import orjson
 from aiohttp import web
@@ -34,10 +35,10 @@ async def push(request: web.Request) -> web.Response:
     payload = orjson.loads(await request.read())
     if not isinstance(payload, dict):
         raise web.HTTPBadRequest()
-    ref, response = success_response()
+    ref = str(uuid4())
     queue = request.app[QUEUE_KEY]
     await asyncio.to_thread(queue.enqueue, NAIVE_JOB, payload, job_id=ref)
-    return response
+    return success_response(ref)
 
 
 def make_app() -> web.Application:

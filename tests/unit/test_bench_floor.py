@@ -1,9 +1,10 @@
-"""The bench's floor receiver writes jobs that permit-push's worker stores: it does the
-design's real work, so its rate is a fair ceiling (bench/servers/floor.py)."""
+"""The bench's floor receiver does the design's real work, so its rate is a fair ceiling
+(bench/servers/floor.py): permit-push's validation, and jobs that its worker stores."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import fakeredis
@@ -21,6 +22,9 @@ from shared.queue import JOB_SERIALIZER
 from tests.factories import make_payload
 from worker.context import init_context
 
+# Ends 400 days after it starts: longer than MAX_PERMIT_DAYS (366) allows (load_permit checks).
+TOO_LONG = make_payload(startTime="2018-07-02T09:00:00", endTime="2019-08-06T09:00:00")
+
 
 @pytest.fixture
 def worker_context(settings: Settings) -> Iterator[None]:
@@ -31,13 +35,16 @@ def worker_context(settings: Settings) -> Iterator[None]:
 
 async def test_the_floors_replies_name_permits_a_worker_stores(
     aiohttp_client: Callable[..., object],
+    settings: Settings,
     redis: fakeredis.FakeRedis,
     sessions: sessionmaker[Session],
     worker_context: None,
     add_client: Callable[..., str],
 ) -> None:
     add_client()  # the floor's jobs name client 1, the first one made
-    client: TestClient = await aiohttp_client(make_app(redis))  # type: ignore[assignment]
+    # A window wide enough that the 5 concurrent pushes share batches on a slow runner too.
+    wide = dataclasses.replace(settings, batch_window_ms=200.0)
+    client: TestClient = await aiohttp_client(make_app(wide, redis))  # type: ignore[assignment]
     payloads = [make_payload(LicencePlate=f"FLOOR{i}", permitNo=f"F-{i}") for i in range(5)]
     responses = await asyncio.gather(*(client.post(PUSH_PATH, json=p) for p in payloads))
     assert [r.status for r in responses] == [200] * 5
@@ -55,10 +62,25 @@ async def test_the_floors_replies_name_permits_a_worker_stores(
     assert {p.client_id for p in stored} == {CLIENT.id}
 
 
-async def test_validate_only_answers_without_redis(
-    aiohttp_client: Callable[..., object], redis: fakeredis.FakeRedis
+@pytest.mark.parametrize("enqueue", [True, False], ids=["floor", "validate-only"])
+async def test_the_floor_refuses_what_permit_push_refuses(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    enqueue: bool,
 ) -> None:
-    client: TestClient = await aiohttp_client(make_app(redis, enqueue=False))  # type: ignore[assignment]
+    app = make_app(settings, redis, enqueue=enqueue)
+    client: TestClient = await aiohttp_client(app)  # type: ignore[assignment]
+    assert (await client.post(PUSH_PATH, json=TOO_LONG)).status == 400
+    assert (await client.post(PUSH_PATH, json=make_payload(LicencePlate=None))).status == 400
+    assert redis.keys("*") == []  # nothing queued for a refused permit
+
+
+async def test_validate_only_answers_without_redis(
+    aiohttp_client: Callable[..., object], settings: Settings, redis: fakeredis.FakeRedis
+) -> None:
+    app = make_app(settings, redis, enqueue=False)
+    client: TestClient = await aiohttp_client(app)  # type: ignore[assignment]
     response = await client.post(PUSH_PATH, json=make_payload())
     assert response.status == 200
     assert (await response.json())["status"] == "success"
