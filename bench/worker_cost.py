@@ -33,8 +33,8 @@ from shared.config import Settings
 from shared.queue import JobWriter
 
 REDIS_URL = "redis://127.0.0.1:6379"
-NOOP_JOB = "builtins.dict"  # called with no arguments: returns {}, touches nothing
 REDIS_DB = 12
+NOOP_JOB = "builtins.dict"  # called with no arguments: returns {}, touches nothing
 
 
 @dataclass(frozen=True, slots=True)

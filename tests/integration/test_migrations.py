@@ -21,19 +21,6 @@ def _differences(engine: Engine) -> list[object]:
         return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
 
 
-def test_the_migrations_build_the_models_schema_on_postgresql(pg_engine: Engine) -> None:
-    assert _differences(pg_engine) == []
-
-
-def test_the_migrations_build_the_models_schema_on_sqlite(tmp_path: Path) -> None:
-    engine = make_engine(Settings(database_url=f"sqlite:///{tmp_path / 'schema.sqlite3'}"))
-    try:
-        upgrade_database(engine)
-        assert _differences(engine) == []
-    finally:
-        engine.dispose()
-
-
 def _client_index(engine: Engine) -> bool:
     """Whether ix_permits_client_id exists (on PostgreSQL: and is valid, as a CONCURRENTLY
     build that was cut short leaves it invalid)."""
@@ -60,6 +47,10 @@ def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]
     upgrade_database(engine)
     yield engine
     engine.dispose()
+
+
+def test_the_migrations_build_the_models_schema(migrated: Engine) -> None:
+    assert _differences(migrated) == []
 
 
 def test_migration_0007_drops_the_client_index_and_its_downgrade_builds_it_again(
