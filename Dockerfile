@@ -15,13 +15,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Dependencies come from the lock file only: each pinned and checked against its sha256
-# (--require-hashes), the build backend (setuptools, wheel) included, so installing the
-# project itself downloads nothing (--no-deps --no-build-isolation). `make lock` writes it.
+# Dependencies come from the lock file only, each pinned and checked against its sha256,
+# through deploy/install-locked: first the locked installer (pip, and the build backend
+# setuptools and wheel), so the lock is read by the pip it was made for and not by the base
+# image's, then requirements.lock. Installing the project itself then downloads nothing
+# (--no-deps --no-build-isolation). `make lock` writes the locks.
 # The source is installed as a regular package, not run from the checkout, so the
 # image holds exactly what `pip install .` ships (migrations included as package data).
 COPY . /src
-RUN pip install --require-hashes -r /src/requirements.lock \
+RUN /src/deploy/install-locked python /src/requirements.lock \
  && pip install --no-deps --no-build-isolation /src
 
 # Container probes (slim has no curl): `http URL` for the receiver, `rq-worker` for workers.
@@ -39,7 +41,7 @@ WORKDIR /home/permit
 # version the workers use (RQ 2 and 3 differ in their Redis layout): its lock file is
 # resolved under requirements.lock (deploy/rq-dashboard.in says what it asks for).
 FROM base AS rq-dashboard
-RUN pip install --require-hashes -r /src/deploy/rq-dashboard.lock
+RUN /src/deploy/install-locked python /src/deploy/rq-dashboard.lock
 USER permit
 EXPOSE 9181
 ENTRYPOINT ["rq-dashboard"]

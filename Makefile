@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 export TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: help install install-dev run test test-unit test-integration test-compose lint format mypy all bench clean lock audit
+.PHONY: help install install-dev check-locks run test test-unit test-integration test-compose lint format mypy all bench clean lock audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -20,25 +20,41 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Installs come from the lock files only: every package pinned and checked against its
-# sha256 (--require-hashes), the build backend (setuptools, wheel) too, so the project's
-# own editable install needs no unpinned download (--no-build-isolation). `make lock`
-# regenerates them from pyproject.toml (docs/running.md, "Dependencies").
-PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes
+# sha256 (--require-hashes). deploy/install-locked puts the locked installer (pip, and the
+# build backend setuptools and wheel) into the venv first, so the lock is read by the pip it
+# was made for, whatever pip the Python on PATH bundles, and the project's own editable
+# install needs no unpinned download (--no-build-isolation). `make lock` regenerates the
+# locks from pyproject.toml (docs/running.md, "Dependencies").
+INSTALL_LOCKED := deploy/install-locked
 PIP_PROJECT := $(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 
-$(VENV)/.installed: pyproject.toml requirements-embedded.lock | $(BIN)/python
-	$(PIP_LOCKED) -r requirements-embedded.lock
+$(VENV)/.installed: pyproject.toml requirements-embedded.lock deploy/installer.lock | $(BIN)/python
+	$(INSTALL_LOCKED) $(BIN)/python requirements-embedded.lock
 	$(PIP_PROJECT)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml requirements-dev.lock | $(BIN)/python
-	$(PIP_LOCKED) -r requirements-dev.lock
+$(VENV)/.installed-dev: pyproject.toml requirements-dev.lock deploy/installer.lock | $(BIN)/python
+	$(INSTALL_LOCKED) $(BIN)/python requirements-dev.lock
 	$(PIP_PROJECT)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed ## Create .venv and install the service
 
 install-dev: $(VENV)/.installed-dev ## Create .venv and install the service with its dev tools
+
+# What a new clone does, on throwaway venvs made by the Python on PATH (an old .venv hides a
+# lock that a new machine cannot install): `make install` and `make install-dev` themselves,
+# and the image's two locks by the Dockerfile's recipe. CI runs it before anything else.
+check-locks: ## Install each lock file into a fresh venv, as a new clone and the image do
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for target in install install-dev; do \
+	  echo "check-locks: make $$target, in a fresh venv"; \
+	  $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) VENV=$$tmp/$$target $$target; \
+	done; \
+	echo "check-locks: requirements.lock and deploy/rq-dashboard.lock, as the Dockerfile does"; \
+	$(PYTHON) -m venv $$tmp/image; \
+	$(INSTALL_LOCKED) $$tmp/image/bin/python requirements.lock deploy/rq-dashboard.lock; \
+	echo "check-locks: every lock installs"
 
 run: install ## Run receiver + worker on embedded defaults (permit-push dev)
 	$(BIN)/permit-push dev
@@ -84,6 +100,8 @@ lock: install-dev ## Regenerate the lock files from pyproject.toml (newest versi
 		-o requirements-embedded.lock pyproject.toml
 	$(PIP_COMPILE) $(LOCK_FLAGS) -c requirements.lock -o deploy/rq-dashboard.lock \
 		deploy/rq-dashboard.in
+	$(PIP_COMPILE) $(LOCK_FLAGS) -c requirements-dev.lock -o deploy/installer.lock \
+		deploy/installer.in
 
 # pip-audit over the locked set, nothing resolved again (--disable-pip --no-deps).
 # --strict: a package it could not look up fails the target, so an advisory service it
