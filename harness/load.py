@@ -41,6 +41,9 @@ class Fleet:
     slow_refusals: list[float] = field(default_factory=list)  # 503s slower than 2 s
     mismatched_resends: int = 0
     ok_after: list[float] = field(default_factory=list)  # monotonic time of each 200
+    refused_at: list[float] = field(default_factory=list)  # monotonic time of each 503
+    acked_at: dict[str, float] = field(default_factory=dict)  # permit number -> its first 200
+    slowest_ok_s: float = 0.0  # the slowest reply that was a 200
     _thread: threading.Thread | None = None
     error: BaseException | None = None
 
@@ -91,8 +94,12 @@ class Fleet:
                 if status == 200:
                     reference = str(body["reference_id"])
                     self.acked.setdefault(self.permit_no(i), reference)
+                    self.acked_at.setdefault(self.permit_no(i), time.monotonic())
                     self.ok_after.append(time.monotonic())
+                    self.slowest_ok_s = max(self.slowest_ok_s, time.monotonic() - started)
                     return reference
+                if status == 503:
+                    self.refused_at.append(time.monotonic())
                 if status == 503 and time.monotonic() - started > 2.0:
                     self.slow_refusals.append(time.monotonic() - started)
             await asyncio.sleep(delay_s)

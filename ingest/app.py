@@ -71,12 +71,14 @@ def permit_batcher(
 async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     """Open what the handlers use once the loop runs; at shutdown, flush and close it."""
     settings, redis = app[SETTINGS], app[REDIS]
-    app[TOKENS] = TokenCache(redis, ttl_s=settings.token_cache_s)
+    reads = _open_read_store(settings)
+    app[TOKENS] = TokenCache(
+        redis, ttl_s=settings.token_cache_s, read_clients=reads.clients if reads else None
+    )
     app[AUTH_FAILURES] = AuthFailures()
     writer = await asyncio.to_thread(JobWriter.connect, redis, settings)
     memory = RedisMemory(redis, settings)
     await memory.start()
-    reads = _open_read_store(settings)
     enqueuer = PermitEnqueuer(
         writer,
         settings,

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.errors import ReadsUnavailableError
+from shared.tokens import ClientInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,10 @@ class ReadStore(Protocol):
 
     def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]: ...
 
+    async def clients(self) -> dict[str, ClientInfo]:
+        """The active clients by token hash: only for a token set Redis lost."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -63,6 +68,9 @@ class NoDatabase:
         raise ReadsUnavailableError(NO_DATABASE)
 
     def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
+        raise ReadsUnavailableError(NO_DATABASE)
+
+    async def clients(self) -> dict[str, ClientInfo]:
         raise ReadsUnavailableError(NO_DATABASE)
 
     def close(self) -> None:

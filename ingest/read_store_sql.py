@@ -37,11 +37,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ingest.read_store import ActiveQuery, PermitStatus
+from shared.clients import active_clients
 from shared.config import Settings
 from shared.db import make_engine
 from shared.errors import ReadsUnavailableError
 from shared.models import DeadLetter, Permit, PermitAlias, PermitOperation, Zone, ZoneAlias
 from shared.normalize import normalize_zone
+from shared.tokens import ClientInfo
 
 T = TypeVar("T")
 
@@ -97,6 +99,9 @@ class SqlReadStore:
 
     async def active(self, query: ActiveQuery) -> list[dict[str, Any]]:
         return await self._run(lambda session: active_permits(session, query))
+
+    async def clients(self) -> dict[str, ClientInfo]:
+        return await self._run(active_clients)
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
         """Owning client of each stored id or alias (synchronous: the enqueue thread calls it)."""

@@ -1,15 +1,21 @@
-"""Token checks from Redis plus a short-lived local cache; never from the database."""
+"""Token checks from Redis plus a short-lived local cache.
+
+The database is read on one path only: Redis has lost the token set and this receiver has
+none yet (it started after the loss). Otherwise a loss keeps the last set read.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from redis import Redis
 
 from shared.constants import TOKENS_KEY, TOKENS_LOADED_KEY
-from shared.errors import TokensNotLoadedError
+from shared.data_loss import report_data_loss
+from shared.errors import ReadsUnavailableError, TokensNotLoadedError
 from shared.tokens import ClientInfo, hash_token
 
 # A miss (a token created a moment ago, or a wrong one) refreshes at most this often, so a
@@ -23,18 +29,30 @@ class TokenCache:
     """The active clients' token hashes, refreshed from Redis every ``ttl_s`` seconds.
 
     Revoking a token takes effect within ``ttl_s``; a new token works at the next miss.
+    A set that vanished from Redis is a data loss, not a revocation (a revocation
+    publishes the changed set): the receiver reports it to the workers, which rebuild it
+    (shared/data_loss.py), and goes on with the last set it read. ``read_clients`` (the
+    database) stands in only while the receiver has never read a set.
     """
 
-    def __init__(self, redis: Redis, ttl_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        ttl_s: float,
+        read_clients: Callable[[], Awaitable[dict[str, ClientInfo]]] | None = None,
+    ) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._read_clients = read_clients
         self._clients: dict[str, ClientInfo] = {}
         self._loaded = False
+        self._lost = False  # the last refresh found no set in Redis
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
     @property
     def loaded(self) -> bool:
+        """This receiver has a token set to check against (Redis's, or the last one read)."""
         return self._loaded
 
     async def authenticate(self, token: str) -> ClientInfo | None:
@@ -61,10 +79,28 @@ class TokenCache:
         async with self._lock:
             if self._fetched_at >= started:
                 return  # another request refreshed while this one waited
-            loaded, raw = await asyncio.to_thread(self._fetch)
-            self._clients = _clients(raw)
-            self._loaded = loaded
+            published, raw = await asyncio.to_thread(self._fetch)
+            if published:
+                if self._lost:
+                    log.info("token_set_back")
+                self._clients, self._loaded, self._lost = _clients(raw), True, False
+            else:
+                await self._on_loss()
             self._fetched_at = time.monotonic()
+
+    async def _on_loss(self) -> None:
+        if not self._lost:
+            log.warning("token_set_lost", action="kept the last set read; workers rebuild")
+        self._lost = True
+        await asyncio.to_thread(report_data_loss, self._redis)
+        if self._loaded or self._read_clients is None:
+            return
+        try:
+            self._clients = await self._read_clients()
+        except ReadsUnavailableError as exc:
+            log.warning("token_set_unreadable", error=str(exc))
+            return
+        self._loaded = True
 
     def _fetch(self) -> tuple[bool, dict[bytes, bytes]]:
         with self._redis.pipeline(transaction=False) as pipe:

@@ -1,8 +1,9 @@
 """API clients and their tokens: kept in the database, published to Redis for the receiver.
 
 The receiver checks tokens without the database: against the hash of active clients that
-`publish_tokens` writes to Redis. Workers re-publish it every few seconds, so
-after Redis loses its data the tokens come back with no one acting.
+`publish_tokens` writes to Redis. Workers re-publish it every TOKEN_PUBLISH_S, and at
+once when Redis lost its data (shared/data_loss.py), so the tokens come back with no one
+acting; receivers keep the last set they read meanwhile.
 
 A republish must never bring a revoked token back. One lock (``lock_clients``: a
 PostgreSQL advisory lock, SQLite's writer lock) orders every change to the clients and
@@ -107,15 +108,10 @@ def change_and_publish(
     return result
 
 
-def publish_tokens(session: Session, redis: Redis) -> int:
-    """Replace the token hash in Redis with the active clients; return how many.
-
-    Takes the clients' lock (``lock_clients``) for the rest of the caller's transaction:
-    the caller ends it (commit, rollback or closing the session) after this returns.
-    """
-    lock_clients(session)
+def active_clients(session: Session) -> dict[str, ClientInfo]:
+    """The token set: each active client's token hash to what the receiver needs of it."""
     active = session.scalars(select(ApiClient).where(ApiClient.active.is_(True))).all()
-    mapping: dict[FieldT, EncodableT] = {
+    return {
         client.token_sha256: ClientInfo(
             client.id,
             client.name,
@@ -123,8 +119,20 @@ def publish_tokens(session: Session, redis: Redis) -> int:
             client.rate_per_s,
             client.rate_burst,
             client.scope,
-        ).to_json()
+        )
         for client in active
+    }
+
+
+def publish_tokens(session: Session, redis: Redis) -> int:
+    """Replace the token hash in Redis with the active clients; return how many.
+
+    Takes the clients' lock (``lock_clients``) for the rest of the caller's transaction:
+    the caller ends it (commit, rollback or closing the session) after this returns.
+    """
+    lock_clients(session)
+    mapping: dict[FieldT, EncodableT] = {
+        digest: info.to_json() for digest, info in active_clients(session).items()
     }
     staging = f"{TOKENS_KEY}:staging"
     # One MULTI/EXEC: the receiver sees the old set or the new one, never half of one.

@@ -9,6 +9,9 @@ RECONCILE_ZONES_JOB = "worker.jobs.reconcile_zones"
 KEY_PREFIX = "ingest:"
 TOKENS_KEY = KEY_PREFIX + "tokens"  # hash: sha256(token) -> client JSON
 TOKENS_LOADED_KEY = KEY_PREFIX + "tokens:loaded"  # set once the hash is complete
+# list: a receiver that found the token set gone pushes here; a worker's BLPOP wakes on it
+# and rebuilds Redis's state at once (shared/data_loss.py).
+DATA_LOSS_KEY = KEY_PREFIX + "data-lost"
 # seen:<slot>:<bucket> -> hash of 16-byte digests (fingerprint, or client + Idempotency-Key)
 # to the 16-byte first reference id (+ 16 bytes of the fingerprint for a key): the resend
 # window of DEDUP_WINDOW_S (ingest/permit_enqueuer.py). SEEN_BUCKETS hashes per slot keep

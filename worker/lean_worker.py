@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from redis.client import Pipeline
-from rq import SimpleWorker
+from rq import SimpleWorker, worker_registration
 from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now as utc_now
@@ -56,6 +56,23 @@ class LeanWorker(SimpleWorker):
                 super().heartbeat(timeout, pipeline=own)
                 own.execute()
         self._key_alive_until = now + timeout
+
+    def registered(self) -> bool:
+        """In RQ's set of workers (Redis loses it with its data)."""
+        return bool(self.connection.sismember(self.redis_workers_keys, self.key))
+
+    def register_again(self) -> None:
+        """Redis lost its data: put back this worker's key and its entries in RQ's worker
+        sets (``rq info``, ``Worker.count``). RQ registers a worker only at its start, and
+        refuses a second start under a live name."""
+        timeout = self.worker_ttl + 60
+        with self.connection.pipeline() as pipe:
+            pipe.delete(self.key)  # a heartbeat since the loss left a key of one field
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, timeout)
+            pipe.execute()
+        self._key_alive_until = time.monotonic() + timeout
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         if pipeline is None and state == self.get_state():

@@ -16,12 +16,15 @@ from functools import partial
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from shared.clients import publish_tokens
 from shared.config import Settings
+from shared.data_loss import LOSS_CHECK_S, data_lost, wait_for_report
 from shared.queue import JOB_SERIALIZER, permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
+from worker.lean_worker import LeanWorker
 from worker.operations import raise_operation_counter
 from worker.recovery import HeartbeatWorker
 from worker.stats import publish_database_counts
@@ -49,10 +52,12 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     for publisher in publishers:
         publisher.run_once()  # the receiver can authenticate before the first interval
         publisher.start()
+    watch = LossWatch(side_redis, publishers)
+    watch.start()
     queue = permits_queue(redis, settings)
     try:
         while True:
-            worker = HeartbeatWorker(
+            worker = watch.worker = HeartbeatWorker(
                 [queue],
                 connection=redis,
                 serializer=JOB_SERIALIZER,
@@ -73,6 +78,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             if not wait_for_redis(redis):
                 return
     finally:
+        watch.stop()
         for publisher in publishers:
             publisher.stop()
         # Leave current figures behind (a burst run's, or the last before a restart).
@@ -150,6 +156,55 @@ class Periodic(threading.Thread):
     def run(self) -> None:
         while not self._stopped.wait(self._interval_s):
             self.run_once()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class LossWatch(threading.Thread):
+    """Rebuilds what Redis lost, at once, when its data is gone (shared/data_loss.py).
+
+    Waits for a receiver's report, or LOSS_CHECK_S, then looks for the token set's marker.
+    On a loss it runs every publisher now (tokens first: without them no push is
+    accepted) instead of at their next interval, and registers the RQ worker again.
+    Everything else a loss takes is re-created by use or was only in the queue
+    (docs/reliability.md, "Redis lost its data").
+    """
+
+    def __init__(self, redis: Redis, publishers: list[Periodic]) -> None:
+        super().__init__(name="loss_watch", daemon=True)
+        self._redis = redis
+        self._publishers = publishers
+        self._stopped = threading.Event()
+        self.worker: LeanWorker | None = None  # the RQ worker of the moment (runner's loop)
+
+    def run(self) -> None:
+        backoff_s = LOSS_CHECK_S
+        while not self._stopped.is_set():
+            try:
+                self._register_again_if_lost()  # the first worker's rebuild hides the loss
+                if not (wait_for_report(self._redis) or data_lost(self._redis)):
+                    continue
+                self.rebuild()
+                if not data_lost(self._redis):
+                    backoff_s = LOSS_CHECK_S
+                    continue
+            except RedisError:
+                pass  # Redis away: the worker's loop waits for it; look again later
+            # Not rebuilt (the database or Redis away): back off, do not spin.
+            backoff_s = min(backoff_s * 2, 5.0)
+            self._stopped.wait(backoff_s)
+
+    def rebuild(self) -> None:
+        log.warning("redis_data_lost", action="republishing tokens and figures, re-registering")
+        for publisher in self._publishers:
+            publisher.run_once()
+        self._register_again_if_lost()
+
+    def _register_again_if_lost(self) -> None:
+        worker = self.worker
+        if worker is not None and worker.birth_date is not None and not worker.registered():
+            worker.register_again()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -12,6 +12,8 @@ import contextlib
 import shutil
 import signal
 import time
+from collections import Counter
+from functools import partial
 
 import psycopg
 from rq import Queue, Worker
@@ -20,8 +22,8 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from harness.load import Count, Fleet, count, stored_rows, wait_for_count
-from harness.services import wait_until
-from shared.ports import wait_for_port
+from harness.services import Proc, wait_until
+from shared.ports import free_port, wait_for_port
 from tests.fault.conftest import Stack
 
 
@@ -157,6 +159,56 @@ def test_postgres_stopped_ten_seconds(stack: Stack) -> None:
     assert serve.alive and worker.alive
     assert "database_unavailable_retrying" in (stack.log_dir / "worker.log").read_text()
     assert_token_kept_secret(stack)
+
+
+DEDUP_READ_TIMEOUT_S = 0.5  # the setting's default, which the stack runs with
+
+
+def test_postgres_restart_kills_every_pooled_connection_under_load(stack: Stack) -> None:
+    """PostgreSQL restarts under load: every connection of the receiver's reads and of the
+    workers is dead at once, and both workers are inside a batch's transaction.
+
+    A table lock holds the workers' inserts, so the restart lands mid-transaction: those
+    batches must be re-run, and stored once. The receiver's de-dup reads (a read per
+    micro-batch of new permits) find their connections dead and fall back to the new id
+    at once, so pushes keep getting 200 in well under DEDUP_READ_TIMEOUT_S.
+    """
+    serve = stack.serve()
+    workers = [stack.worker("worker-a"), stack.worker("worker-b")]
+    wait_for_port(stack.port)
+    fleet = Fleet(stack.base_url, stack.token, count=1500, prefix="pgre", deadline_s=60)
+    fleet.start()
+    wait_until(lambda: fleet.acked_count >= 300, 30, "first permits acknowledged")
+    locker = psycopg.connect(stack.pg.dsn())
+    locker.execute("LOCK TABLE permits IN EXCLUSIVE MODE")
+    wait_until(lambda: blocked_on_locks(stack) >= 2, 20, "both workers waiting mid-transaction")
+    stack.pg.stop("immediate")  # every connection dies, the locker's too
+    stack.pg.start()
+    locker.close()
+    fleet.join(70)
+    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
+    assert_exact(result, stack, fleet)
+    print(
+        f"\nPostgreSQL restart under load: {result.stored} stored once of {result.acknowledged}"
+        f" acknowledged; slowest 200 {fleet.slowest_ok_s * 1000:.0f} ms"
+    )
+    assert set(fleet.outcomes) == {"200"}, fleet.outcomes
+    assert fleet.slowest_ok_s < DEDUP_READ_TIMEOUT_S, fleet.slowest_ok_s
+    assert FailedJobRegistry(queue=queue_of(stack)).count == 0
+    assert serve.alive and all(worker.alive for worker in workers)
+    worker_logs = "".join(
+        (stack.log_dir / f"{w}.log").read_text() for w in ("worker-a", "worker-b")
+    )
+    assert worker_logs.count("database_unavailable_retrying") >= 2  # both batches re-run
+    assert "first_id_lookup_failed" in (stack.log_dir / "serve.log").read_text()
+
+
+def blocked_on_locks(stack: Stack) -> int:
+    with psycopg.connect(stack.pg.dsn()) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_receiver_sigterm_under_load_finishes_in_flight_requests(stack: Stack) -> None:
@@ -316,3 +368,84 @@ def _aliases(stack: Stack) -> dict[str, str]:
             "SELECT reference_id, permit_reference_id FROM permit_aliases"
         ).fetchall()
     return {str(alias): str(permit) for alias, permit in found}
+
+
+def all_stored(numbers: set[str], database_url: str, prefix: str) -> bool:
+    return numbers <= {no for no, _ in stored_rows(database_url, prefix)}
+
+
+REPLY_S = 1.0  # longer than any reply under this load: the fleet's 200s are milliseconds
+LOAD_S = 20.0  # the fleets' run, the flush a few seconds in
+
+
+def test_flushall_under_load_refuses_pushes_for_at_most_two_seconds(stack: Stack) -> None:
+    """Redis loses everything (FLUSHALL) while 2 receivers and 2 workers run under load.
+
+    The receivers keep the token set they read, the workers see the loss within
+    LOSS_CHECK_S and rebuild it, and re-register with RQ: no operator acts. TOKEN_PUBLISH_S
+    is the default here, so the old periodic republish cannot be what brings it back.
+    """
+    # The cache expires a second after the flush: a receiver that took the missing set for
+    # an empty one would refuse every push from then until the 30 s republish.
+    slow_publish = {"TOKEN_PUBLISH_S": "30", "TOKEN_CACHE_S": "1"}
+    second_port = free_port()
+    stack.serve("serve-a", **slow_publish)
+    serve_b = Proc(
+        "serve-b",
+        ["serve", "--port", str(second_port)],
+        stack.env(**slow_publish),
+        stack.log_dir,
+    )
+    stack.procs.append(serve_b)
+    stack.worker("worker-a", **slow_publish)
+    stack.worker("worker-b", **slow_publish)
+    wait_for_port(stack.port)
+    wait_for_port(second_port)
+    queue = queue_of(stack)
+    wait_until(lambda: Worker.count(queue=queue) == 2, 30, "both workers registered")
+    fleets = [
+        # Bounded by time, not count: the load goes on well past the flush on any box.
+        Fleet(url, stack.token, count=10**6, prefix=f"flush{n}", deadline_s=LOAD_S)
+        for n, url in enumerate([stack.base_url, f"http://127.0.0.1:{second_port}"])
+    ]
+    for fleet in fleets:
+        fleet.start()
+    wait_until(lambda: all(f.acked_count >= 200 for f in fleets), 30, "pushes acknowledged")
+    redis = stack.redis.client()
+    flushed_at = time.monotonic()
+    redis.flushall()
+    for fleet in fleets:
+        fleet.join(LOAD_S + 30)
+    refused = sorted(t for f in fleets for t in f.refused_at if t >= flushed_at)
+    refused_s = refused[-1] - refused[0] if refused else 0.0
+    print(f"\nFLUSHALL under load: {len(refused)} pushes refused (503) over {refused_s:.2f} s")
+    assert refused_s <= 2.0, refused_s
+    last_ok_s = max(t for f in fleets for t in f.ok_after) - flushed_at
+    assert last_ok_s > 5, f"the last 200 came {last_ok_s:.1f} s after the flush: too soon to tell"
+    assert not any(s.startswith("5") and s != "503" for f in fleets for s in f.outcomes)
+    # Every 200 given after the flush is stored, once, under the id it was given.
+    for fleet in fleets:
+        # A 200 read just after the flush may answer a write made just before it (lost
+        # with the queue): those within the slowest reply's time are counted as before.
+        after = {no for no, at in fleet.acked_at.items() if at > flushed_at + REPLY_S}
+        assert after, "no 200 after the flush"
+        wait_until(
+            partial(all_stored, after, stack.pg.url, fleet.prefix),
+            60,
+            f"{fleet.prefix}: every permit acknowledged after the flush stored",
+        )
+        rows = stored_rows(stack.pg.url, fleet.prefix)
+        per_permit = Counter(no for no, _ in rows)
+        stored = dict(rows)
+        assert {no: per_permit[no] for no in after if per_permit[no] != 1} == {}
+        assert [no for no in after if stored[no] != fleet.acked[no]] == []
+        lost_before = sum(1 for no in fleet.acked.keys() - after if no not in stored)
+        print(
+            f"{fleet.prefix}: {len(after)} acknowledged after the flush, all stored once; "
+            f"{lost_before} acknowledged before it were only in the flushed queue"
+        )
+    # No operator: the state is back, the workers are registered and working.
+    assert redis.exists("ingest:tokens:loaded")
+    wait_until(lambda: Worker.count(queue=queue) == 2, 10, "workers registered again")
+    assert all(proc.alive for proc in stack.procs)
+    assert "redis_data_lost" in stack.logs()

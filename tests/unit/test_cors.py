@@ -139,9 +139,15 @@ async def test_error_replies_carry_cors_so_the_page_reads_the_json(
 
 
 async def test_a_503_carries_cors_and_exposes_retry_after(
-    client: TestClient, redis: fakeredis.FakeRedis, token: str
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
 ) -> None:
-    redis.flushall()  # no token set loaded: 503
+    # A receiver that never read a token set and has no database to read the clients from.
+    no_reads = dataclasses.replace(settings, read_database_url="none")
+    client: TestClient = await aiohttp_client(create_app(no_reads, redis=redis))  # type: ignore[assignment]
+    redis.flushall()
     response = await client.post(
         PUSH_PATH, json=make_payload(apiToken=token), headers={"Origin": PAGE}
     )

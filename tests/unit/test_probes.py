@@ -7,6 +7,7 @@ figures against Redis itself.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -59,9 +60,14 @@ async def test_healthz_answers_without_redis(aiohttp_client: Callable[..., objec
     assert body["status"] == "unready" and body["redis"].startswith("unreachable")
 
 
-async def test_readyz_waits_for_the_token_set(
-    client: TestClient, add_client: Callable[..., str]
+async def test_readyz_without_a_database_waits_for_the_token_set(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    add_client: Callable[..., str],
 ) -> None:
+    no_reads = dataclasses.replace(settings, read_database_url="none")
+    client: TestClient = await aiohttp_client(create_app(no_reads, redis=redis))  # type: ignore[assignment]
     response = await client.get("/readyz")
     assert response.status == 503
     assert await response.json() == {
@@ -73,6 +79,18 @@ async def test_readyz_waits_for_the_token_set(
     response = await client.get("/readyz")
     assert response.status == 200
     assert await response.json() == {"status": "ready", "redis": "ok", "tokens": "loaded"}
+
+
+async def test_readyz_with_a_database_reads_the_clients_until_they_are_published(
+    client: TestClient, redis: fakeredis.FakeRedis, add_client: Callable[..., str]
+) -> None:
+    token = add_client()
+    redis.flushall()  # Redis lost the set before this receiver ever read it
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ready", "redis": "ok", "tokens": "loaded"}
+    reply = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+    assert reply.status == 200, await reply.text()
 
 
 async def test_metrics_after_pushes_and_a_worker_run(

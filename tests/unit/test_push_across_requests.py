@@ -10,12 +10,14 @@ from collections.abc import Callable
 
 import fakeredis
 from aiohttp.test_utils import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.app import create_app
 from ingest.permit_enqueuer import new_reference_ids
 from ingest.routes import PUSH_PATH
+from shared.clients import publish_tokens, revoke_client
 from shared.config import Settings
-from shared.constants import TOKENS_KEY, TOKENS_LOADED_KEY
+from shared.constants import DATA_LOSS_KEY, TOKENS_KEY, TOKENS_LOADED_KEY
 from shared.redis import make_receiver_redis
 from tests.factories import make_payload, permits_queue, queued_permits
 
@@ -132,14 +134,44 @@ async def test_revoked_token_is_refused_after_the_cache_expires(
     assert response.status == 401
 
 
-async def test_no_token_set_in_redis_is_503_not_401(
-    client: TestClient, redis: fakeredis.FakeRedis, token: str
+async def test_no_token_set_and_no_database_is_503_not_401(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
 ) -> None:
+    no_reads = dataclasses.replace(settings, read_database_url="none")
+    client: TestClient = await aiohttp_client(create_app(no_reads, redis=redis))  # type: ignore[assignment]
     redis.flushall()  # Redis restarted without its data, workers have not re-published yet
     response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
     assert response.status == 503
     assert response.headers["Retry-After"] == "2"
     assert not redis.exists(TOKENS_LOADED_KEY)
+    assert redis.llen(DATA_LOSS_KEY) == 1  # the workers are told at once
+
+
+async def test_a_lost_token_set_keeps_the_last_one_read_and_a_revocation_still_counts(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    sessions: sessionmaker[Session],
+    token: str,
+) -> None:
+    no_reads = dataclasses.replace(settings, read_database_url="none", token_cache_s=0.05)
+    client: TestClient = await aiohttp_client(create_app(no_reads, redis=redis))  # type: ignore[assignment]
+    assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
+    redis.flushall()  # data loss, not a revocation
+    await asyncio.sleep(0.1)
+    response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="2"))
+    assert response.status == 200, await response.text()
+    assert redis.llen(DATA_LOSS_KEY) == 1
+    with sessions() as session:  # a worker rebuilds the set, without the revoked client
+        revoke_client(session, "meters")
+        publish_tokens(session, redis)
+        session.commit()
+    await asyncio.sleep(0.1)
+    response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="3"))
+    assert response.status == 401
 
 
 async def test_redis_unreachable_is_503_within_two_seconds(
