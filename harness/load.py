@@ -42,7 +42,8 @@ class Fleet:
     mismatched_resends: int = 0
     ok_after: list[float] = field(default_factory=list)  # monotonic time of each 200
     refused_at: list[float] = field(default_factory=list)  # monotonic time of each 503
-    acked_at: dict[str, float] = field(default_factory=dict)  # permit number -> its first 200
+    # permit number -> when the request that got its first 200 was sent (monotonic)
+    acked_sent_at: dict[str, float] = field(default_factory=dict)
     slowest_ok_s: float = 0.0  # the slowest reply that was a 200
     _thread: threading.Thread | None = None
     error: BaseException | None = None
@@ -94,7 +95,7 @@ class Fleet:
                 if status == 200:
                     reference = str(body["reference_id"])
                     self.acked.setdefault(self.permit_no(i), reference)
-                    self.acked_at.setdefault(self.permit_no(i), time.monotonic())
+                    self.acked_sent_at.setdefault(self.permit_no(i), started)
                     self.ok_after.append(time.monotonic())
                     self.slowest_ok_s = max(self.slowest_ok_s, time.monotonic() - started)
                     return reference

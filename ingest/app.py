@@ -73,7 +73,11 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     settings, redis = app[SETTINGS], app[REDIS]
     reads = _open_read_store(settings)
     app[TOKENS] = TokenCache(
-        redis, ttl_s=settings.token_cache_s, read_clients=reads.clients if reads else None
+        redis,
+        ttl_s=settings.token_cache_s,
+        read_clients=reads.clients if reads is not None else None,
+        # A database read that may hold pushes waits no longer than the de-dup read does.
+        read_timeout_s=settings.dedup_read_timeout_s,
     )
     app[AUTH_FAILURES] = AuthFailures()
     writer = await asyncio.to_thread(JobWriter.connect, redis, settings)

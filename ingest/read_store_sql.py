@@ -101,6 +101,7 @@ class SqlReadStore:
         return await self._run(lambda session: active_permits(session, query))
 
     async def clients(self) -> dict[str, ClientInfo]:
+        """The active clients by token hash: only while Redis has lost the token set."""
         return await self._run(active_clients)
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]:

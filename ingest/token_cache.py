@@ -1,7 +1,8 @@
 """Token checks from Redis plus a short-lived local cache.
 
-The database is read on one path only: Redis has lost the token set and this receiver has
-none yet (it started after the loss). Otherwise a loss keeps the last set read.
+The database is read on one path only: Redis has lost the token set. Then the database's
+set stands in until a worker has published it again, or, without a database, the last
+set read.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class TokenCache:
     Revoking a token takes effect within ``ttl_s``; a new token works at the next miss.
     A set that vanished from Redis is a data loss, not a revocation (a revocation
     publishes the changed set): the receiver reports it to the workers, which rebuild it
-    (shared/data_loss.py), and goes on with the last set it read. ``read_clients`` (the
-    database) stands in only while the receiver has never read a set.
+    (shared/data_loss.py). Meanwhile each refresh reads the active clients with
+    ``read_clients`` (the database), given ``read_timeout_s``; without it, or while it
+    fails, the last set read stands.
     """
 
     def __init__(
@@ -40,10 +42,12 @@ class TokenCache:
         redis: Redis,
         ttl_s: float,
         read_clients: Callable[[], Awaitable[dict[str, ClientInfo]]] | None = None,
+        read_timeout_s: float = 1.0,
     ) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._read_clients = read_clients
+        self._read_timeout_s = read_timeout_s
         self._clients: dict[str, ClientInfo] = {}
         self._loaded = False
         self._lost = False  # the last refresh found no set in Redis
@@ -65,7 +69,7 @@ class TokenCache:
             await self.refresh()
             client = self._find(digest)
         if client is None and not self._loaded:
-            raise TokensNotLoadedError("the token set has not been published to Redis")
+            raise TokensNotLoadedError("no token set: none in Redis, none read yet")
         return client
 
     def _find(self, digest: str) -> ClientInfo | None:
@@ -90,17 +94,17 @@ class TokenCache:
 
     async def _on_loss(self) -> None:
         if not self._lost:
-            log.warning("token_set_lost", action="kept the last set read; workers rebuild")
+            log.warning("token_set_lost", action="reported to the workers, which rebuild it")
         self._lost = True
         await asyncio.to_thread(report_data_loss, self._redis)
-        if self._loaded or self._read_clients is None:
+        if self._read_clients is None:
             return
         try:
-            self._clients = await self._read_clients()
-        except ReadsUnavailableError as exc:
-            log.warning("token_set_unreadable", error=str(exc))
+            clients = await asyncio.wait_for(self._read_clients(), self._read_timeout_s)
+        except (ReadsUnavailableError, TimeoutError) as exc:
+            log.warning("token_set_unreadable", error=type(exc).__name__, action="kept")
             return
-        self._loaded = True
+        self._clients, self._loaded = clients, True
 
     def _fetch(self) -> tuple[bool, dict[bytes, bytes]]:
         with self._redis.pipeline(transaction=False) as pipe:

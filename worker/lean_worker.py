@@ -23,6 +23,7 @@ if an RQ release renames or reorders the methods this relies on.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -43,6 +44,10 @@ class LeanWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self._key_alive_until = 0.0  # monotonic time the worker key expires, as last set
         self._suspension_checked_at = float("-inf")
+        # RQ's registration of the death and a registration again after Redis lost its data
+        # (the loss watch's thread) take turns, so a worker RQ let go never comes back.
+        self._registration = threading.Lock()
+        self._dead = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         timeout = timeout or self.worker_ttl + 60
@@ -61,18 +66,28 @@ class LeanWorker(SimpleWorker):
         """In RQ's set of workers (Redis loses it with its data)."""
         return bool(self.connection.sismember(self.redis_workers_keys, self.key))
 
-    def register_again(self) -> None:
+    def register_death(self) -> None:
+        with self._registration:
+            self._dead = True
+            super().register_death()  # type: ignore[no-untyped-call]
+
+    def register_again_if_lost(self) -> bool:
         """Redis lost its data: put back this worker's key and its entries in RQ's worker
-        sets (``rq info``, ``Worker.count``). RQ registers a worker only at its start, and
-        refuses a second start under a live name."""
-        timeout = self.worker_ttl + 60
-        with self.connection.pipeline() as pipe:
-            pipe.delete(self.key)  # a heartbeat since the loss left a key of one field
-            pipe.hset(self.key, mapping=self.serialize())
-            worker_registration.register(self, pipe)
-            pipe.expire(self.key, timeout)
-            pipe.execute()
-        self._key_alive_until = time.monotonic() + timeout
+        sets (``rq info``, ``Worker.count``), unless it is registered, not yet born or
+        dead. RQ registers a worker only at its start, and refuses a second start under a
+        live name. True if it registered again."""
+        with self._registration:
+            if self._dead or self.birth_date is None or self.registered():
+                return False
+            timeout = self.worker_ttl + 60
+            with self.connection.pipeline() as pipe:
+                pipe.delete(self.key)  # a heartbeat since the loss left a key of one field
+                pipe.hset(self.key, mapping={**self.serialize(), "state": self.get_state()})
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, timeout)
+                pipe.execute()
+            self._key_alive_until = time.monotonic() + timeout
+            return True
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         if pipeline is None and state == self.get_state():

@@ -16,7 +16,6 @@ from functools import partial
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from shared.clients import publish_tokens
 from shared.config import Settings
@@ -32,6 +31,8 @@ from worker.stats import publish_database_counts
 log = structlog.get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The loss watch's longest pause between tries while Redis or the database is away.
+MAX_LOSS_RETRY_S = 1.0
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
@@ -164,47 +165,56 @@ class Periodic(threading.Thread):
 class LossWatch(threading.Thread):
     """Rebuilds what Redis lost, at once, when its data is gone (shared/data_loss.py).
 
-    Waits for a receiver's report, or LOSS_CHECK_S, then looks for the token set's marker.
-    On a loss it runs every publisher now (tokens first: without them no push is
-    accepted) instead of at their next interval, and registers the RQ worker again.
+    Waits for a receiver's report, or ``check_s``, then looks for the token set's marker.
+    On a loss it runs every publisher now (tokens first: a receiver that never read a set
+    needs them) instead of at their next interval, and registers the RQ worker again.
     Everything else a loss takes is re-created by use or was only in the queue
     (docs/reliability.md, "Redis lost its data").
     """
 
-    def __init__(self, redis: Redis, publishers: list[Periodic]) -> None:
+    def __init__(
+        self, redis: Redis, publishers: list[Periodic], check_s: float = LOSS_CHECK_S
+    ) -> None:
         super().__init__(name="loss_watch", daemon=True)
         self._redis = redis
         self._publishers = publishers
+        self._check_s = check_s
         self._stopped = threading.Event()
         self.worker: LeanWorker | None = None  # the RQ worker of the moment (runner's loop)
 
     def run(self) -> None:
-        backoff_s = LOSS_CHECK_S
+        retry_s = self._check_s
         while not self._stopped.is_set():
             try:
-                self._register_again_if_lost()  # the first worker's rebuild hides the loss
-                if not (wait_for_report(self._redis) or data_lost(self._redis)):
+                self._register_again()  # the first worker's rebuild hides the loss from others
+                lost = wait_for_report(self._redis, self._check_s) or data_lost(self._redis)
+                if not lost or self.rebuild():
+                    retry_s = self._check_s
                     continue
-                self.rebuild()
-                if not data_lost(self._redis):
-                    backoff_s = LOSS_CHECK_S
-                    continue
-            except RedisError:
-                pass  # Redis away: the worker's loop waits for it; look again later
-            # Not rebuilt (the database or Redis away): back off, do not spin.
-            backoff_s = min(backoff_s * 2, 5.0)
-            self._stopped.wait(backoff_s)
+            except Exception as exc:  # Redis away, mostly; the thread must not die of it
+                if retry_s == self._check_s:  # once per run of failures
+                    log.warning("loss_watch_failing", error=type(exc).__name__)
+            # Not rebuilt (the database or Redis away): look again soon, without spinning.
+            retry_s = min(retry_s * 2, MAX_LOSS_RETRY_S)
+            self._stopped.wait(retry_s)
 
-    def rebuild(self) -> None:
+    def rebuild(self) -> bool:
+        """Re-publish what a loss took, if the set is still missing; True once it is back.
+
+        A report can arrive after another worker rebuilt: then there is nothing to do.
+        """
+        if not data_lost(self._redis):
+            return True
         log.warning("redis_data_lost", action="republishing tokens and figures, re-registering")
         for publisher in self._publishers:
             publisher.run_once()
-        self._register_again_if_lost()
+        self._register_again()
+        return not data_lost(self._redis)
 
-    def _register_again_if_lost(self) -> None:
+    def _register_again(self) -> None:
         worker = self.worker
-        if worker is not None and worker.birth_date is not None and not worker.registered():
-            worker.register_again()
+        if worker is not None:
+            worker.register_again_if_lost()
 
     def stop(self) -> None:
         self._stopped.set()

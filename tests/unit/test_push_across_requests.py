@@ -174,6 +174,45 @@ async def test_a_lost_token_set_keeps_the_last_one_read_and_a_revocation_still_c
     assert response.status == 401
 
 
+async def test_while_the_set_is_lost_the_database_stands_in_so_a_revocation_counts(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    sessions: sessionmaker[Session],
+    token: str,
+) -> None:
+    fast = dataclasses.replace(settings, token_cache_s=0.05)
+    client: TestClient = await aiohttp_client(create_app(fast, redis=redis))  # type: ignore[assignment]
+    assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
+    with sessions() as session:  # revoked and published, and Redis loses it at once,
+        revoke_client(session, "meters")  # before this receiver read the new set
+        publish_tokens(session, redis)
+        session.commit()
+    redis.flushall()
+    await asyncio.sleep(0.1)
+    response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="2"))
+    assert response.status == 401  # the database's set, not the last one read
+    assert redis.llen(DATA_LOSS_KEY) == 1
+
+
+async def test_no_token_set_and_a_database_that_fails_is_503(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    token: str,
+) -> None:
+    # Port 1 on loopback: the database refuses at once.
+    broken = dataclasses.replace(
+        settings, read_database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"
+    )
+    client: TestClient = await aiohttp_client(create_app(broken, redis=redis))  # type: ignore[assignment]
+    redis.flushall()
+    response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "2"
+    assert redis.llen(DATA_LOSS_KEY) == 1
+
+
 async def test_redis_unreachable_is_503_within_two_seconds(
     aiohttp_client: Callable[..., object], settings: Settings
 ) -> None:
