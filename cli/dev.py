@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator
 
 import click
-from redis import Redis
 
 from cli.checks import require_database, require_redis
 from shared.clients import create_client, publish_tokens, rotate_token
@@ -23,6 +22,7 @@ from shared.db import make_engine, make_sessionmaker, upgrade_database
 from shared.errors import ClientExistsError
 from shared.logging import configure_logging
 from shared.ports import free_port, wait_for_port
+from shared.redis import connect
 
 DEV_CLIENT = "dev"
 
@@ -42,7 +42,7 @@ def dev(settings: Settings, port: int) -> None:
         engine = make_engine(settings)
         require_database(engine)
         upgrade_database(engine)
-        redis = Redis.from_url(redis_url)
+        redis = connect(redis_url)
         require_redis(redis, redis_url)
         with make_sessionmaker(engine).begin() as session:
             try:

@@ -55,10 +55,10 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "http":
         return check_http(argv[1])
     if argv == ["rq-worker"]:
-        from redis import Redis
+        from shared.redis import connect  # the image's permit-push: plain or Sentinel URL
 
         url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        redis = Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        redis = connect(url, TIMEOUT_S, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         return check_rq_worker(redis, socket.gethostname())
     print(__doc__, file=sys.stderr)
     return 2

@@ -60,13 +60,18 @@ class RedisServer:
     """A private redis-server with AOF (appendfsync everysec unless told otherwise)."""
 
     def __init__(
-        self, appendfsync: str = "everysec", binary: str = "redis-server", password: str = ""
+        self,
+        appendfsync: str = "everysec",
+        binary: str = "redis-server",
+        password: str = "",
+        replicaof: int | None = None,  # the loopback port of the primary to replicate
     ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="pp-fault-redis-"))
         self.appendfsync = appendfsync
         self.binary = binary
         self.password = password  # requirepass, and in the URL, when given
+        self.replicaof = replicaof
         self.process: subprocess.Popen[bytes] | None = None
         auth = f":{password}@" if password else ""
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
@@ -77,9 +82,13 @@ class RedisServer:
             "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
             "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
+            # A replica's first sync starts at once (Redis waits 5 s for more by default).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if self.password:
             argv += ["--requirepass", self.password]
+        if self.replicaof is not None:
+            argv += ["--replicaof", "127.0.0.1", str(self.replicaof)]
         with (self.dir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: Redis.from_url(self.url, socket_timeout=0.5).ping(), 10, "redis up")
@@ -96,6 +105,38 @@ class RedisServer:
 
     def close(self) -> None:
         self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelServer:
+    """A private Redis Sentinel watching the primary on ``primary_port`` as ``service``."""
+
+    def __init__(
+        self, primary_port: int, service: str = "mymaster", down_after_ms: int = 1000
+    ) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="pp-fault-sentinel-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        # Sentinel rewrites its config file as the topology changes: one of its own.
+        (self.dir / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} 5000\n"
+            f"sentinel parallel-syncs {service} 2\n"
+        )
+
+    def start(self) -> None:
+        argv = ["redis-server", str(self.dir / "sentinel.conf"), "--sentinel"]
+        with (self.dir / "sentinel.log").open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        url = f"redis://127.0.0.1:{self.port}"
+        wait_until(lambda: Redis.from_url(url, socket_timeout=0.5).ping(), 10, "sentinel up")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

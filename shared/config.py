@@ -13,18 +13,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.constants import JOB_FAILURE_TTL_S
 from shared.errors import ConfigError
+from shared.redis_url import is_sentinel_url, parse_sentinel_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///permit-push.sqlite3"
 DURABLE_ACK_MODES = ("off", "waitaof", "auto")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SENTINEL_PASSWORD = re.compile(r"([?&]sentinel_password=)[^&]*")
 # What a browser sends in its Origin header: scheme://host[:port].
 _ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its user part (scheme://user:PASSWORD@host) as ***,
-    for error messages and logs; a URL without one is returned as it is."""
+    """``url`` with the password of its user part (scheme://user:PASSWORD@host) and a
+    ``sentinel_password=`` option as ***, for error messages and logs; a URL without
+    either is returned as it is."""
+    url = _SENTINEL_PASSWORD.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
@@ -151,14 +155,15 @@ class Settings:
 
     def validate(self) -> None:
         """Reject settings that would only fail later, far from their cause."""
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"REDIS_URL={redact_url(self.redis_url)!r} must start with redis://")
-        try:
-            urlsplit(self.redis_url).port  # noqa: B018 - parsing is the check
-        except ValueError:
+        if is_sentinel_url(self.redis_url):
+            parse_sentinel_url(self.redis_url)  # raises ConfigError, naming what is wrong
+        elif not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
-                f"REDIS_URL={redact_url(self.redis_url)!r} has an invalid port"
-            ) from None
+                f"REDIS_URL={redact_url(self.redis_url)!r} must start with redis://, "
+                "rediss://, unix:// or redis+sentinel://"
+            )
+        else:
+            self._validate_port()
         if "://" not in self.database_url:
             # No scheme, so no user part to find: say nothing of the value itself.
             raise ConfigError("DATABASE_URL is not a database URL (scheme://...)")
@@ -201,6 +206,14 @@ class Settings:
             ZoneInfo(self.default_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"DEFAULT_TIMEZONE={self.default_timezone!r} is unknown") from None
+
+    def _validate_port(self) -> None:
+        try:
+            urlsplit(self.redis_url).port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise ConfigError(
+                f"REDIS_URL={redact_url(self.redis_url)!r} has an invalid port"
+            ) from None
 
     @property
     def cors_origins(self) -> tuple[str, ...]:

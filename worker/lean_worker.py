@@ -23,10 +23,14 @@ if an RQ release renames or reorders the methods this relies on.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
+from types import FrameType
 from typing import Any
 
+import structlog
 from redis.client import Pipeline
 from rq import SimpleWorker, worker_registration
 from rq.job import Job
@@ -35,8 +39,12 @@ from rq.utils import now as utc_now
 from rq.worker import WorkerStatus
 
 SUSPENSION_CHECK_S = 1.0
+# An idle worker asked to stop exits within this even when Redis does not answer.
+IDLE_STOP_DEADLINE_S = 5.0
 # A refresh is skipped while the key still has this much less than asked, or more.
 HEARTBEAT_SLACK_S = 5.0
+
+log = structlog.get_logger(__name__)
 
 
 class LeanWorker(SimpleWorker):
@@ -48,6 +56,9 @@ class LeanWorker(SimpleWorker):
         # (the loss watch's thread) take turns, so a worker RQ let go never comes back.
         self._registration = threading.Lock()
         self._dead = False
+        # Set by SIGTERM/SIGINT before RQ's own handling, which may fail on a Redis that is
+        # gone: the runner must then stop, not wait for Redis (worker/runner.py).
+        self.stop_requested = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         timeout = timeout or self.worker_ttl + 60
@@ -65,6 +76,14 @@ class LeanWorker(SimpleWorker):
     def registered(self) -> bool:
         """In RQ's set of workers (Redis loses it with its data)."""
         return bool(self.connection.sismember(self.redis_workers_keys, self.key))
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True
+        if self.get_state() != WorkerStatus.BUSY:
+            # Idle, nothing to finish: RQ's stop needs only Redis (the death, the scheduler),
+            # which on a hung server would block for ever. Past the deadline, exit anyway.
+            threading.Thread(target=_exit_after, args=(IDLE_STOP_DEADLINE_S,), daemon=True).start()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def register_death(self) -> None:
         with self._registration:
@@ -116,3 +135,11 @@ class LeanWorker(SimpleWorker):
             self.set_state(WorkerStatus.IDLE, pipeline=pipe)
             self.heartbeat(pipeline=pipe)
             pipe.execute()
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process ``seconds`` from now, if it is still here (a daemon thread's sleep)."""
+    time.sleep(seconds)
+    log.warning("worker_stop_deadline", action="exiting without Redis's answer", after_s=seconds)
+    sys.stdout.flush()
+    os._exit(0)

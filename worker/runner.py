@@ -16,6 +16,7 @@ from functools import partial
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 
 from shared.clients import publish_tokens
 from shared.config import Settings
@@ -74,7 +75,14 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
                     burst=burst, with_scheduler=True, logging_level=settings.log_level.upper()
                 )
                 return
-            except RedisConnectionError:
+            # A Sentinel failover shows as a ConnectionError (MasterNotFoundError while
+            # there is no primary; redis-py's Sentinel connection turns a demoted
+            # primary's READONLY into one); a plain URL behind a moved address shows
+            # READONLY itself, a ResponseError.
+            except (RedisConnectionError, ReadOnlyError):
+                if worker.stop_requested:  # RQ's stop failed on the Redis that is gone
+                    log.warning("worker_stopped_without_redis")
+                    return
                 log.warning("worker_lost_redis", action="waiting for Redis, then restarting")
             if not wait_for_redis(redis):
                 return

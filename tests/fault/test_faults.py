@@ -16,6 +16,7 @@ from collections import Counter
 from functools import partial
 
 import psycopg
+import pytest
 from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -27,6 +28,7 @@ from shared.config import Settings
 from shared.constants import TOKENS_LOADED_KEY
 from shared.ports import free_port, wait_for_port
 from tests.fault.conftest import Stack
+from worker.lean_worker import IDLE_STOP_DEADLINE_S
 
 
 def assert_exact(result: Count, stack: Stack | None = None, fleet: Fleet | None = None) -> None:
@@ -450,3 +452,39 @@ def test_flushall_under_load_refuses_pushes_for_at_most_two_seconds(stack: Stack
     wait_until(lambda: Worker.count(queue=queue) == 2, 10, "workers registered again")
     assert all(proc.alive for proc in stack.procs)
     assert "redis_data_lost" in stack.logs()
+
+
+@pytest.mark.parametrize("gone", ["killed", "hung"])
+def test_a_worker_whose_redis_is_gone_stops_soon_after_sigterm(stack: Stack, gone: str) -> None:
+    """`docker stop` and a Kubernetes roll send SIGTERM; a worker must not outwait them.
+
+    RQ's stop writes to Redis (the worker's death, the scheduler's lock): on a Redis that
+    refuses (killed, or a Sentinel with no primary) that failed and the runner took it for
+    a lost Redis and waited for it; on a hung one (SIGSTOP) it blocked. Neither ended.
+    """
+    worker = stack.worker()
+    queue = queue_of(stack)
+    wait_until(lambda: Worker.count(queue=queue) == 1, 30, "the worker registered")
+    # Idle in its loop: RQ's signal handlers are in place (they come after its start-up).
+    wait_until(
+        lambda: [w.get_state() for w in Worker.all(queue=queue)] == ["idle"],
+        30,
+        "the worker idle, waiting for jobs",
+    )
+    redis_process = stack.redis.process
+    assert redis_process is not None
+    if gone == "killed":
+        stack.redis.kill()
+    else:
+        redis_process.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2)  # the worker is now retrying, or blocked on the hung server
+        started = time.monotonic()
+        status = worker.stop(timeout_s=30)
+        took_s = time.monotonic() - started
+    finally:
+        if gone == "hung":
+            redis_process.send_signal(signal.SIGCONT)
+    print(f"\nworker, Redis {gone}: exited {status} {took_s:.1f} s after SIGTERM")
+    assert status == 0
+    assert took_s < IDLE_STOP_DEADLINE_S + 2, took_s
