@@ -49,8 +49,18 @@ async def scrape(client: TestClient) -> str:
     return await response.text()
 
 
-async def test_healthz_answers_without_redis(aiohttp_client: Callable[..., object]) -> None:
-    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout_s=0.2)
+@pytest.mark.parametrize(
+    "redis_url",
+    [
+        f"redis://127.0.0.1:{free_port()}/0",
+        # Sentinels that do not answer: no primary, as during a failover.
+        f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{free_port()}/mymaster/0",
+    ],
+)
+async def test_healthz_answers_without_redis(
+    aiohttp_client: Callable[..., object], redis_url: str
+) -> None:
+    settings = Settings(redis_url=redis_url, redis_timeout_s=0.2)
     client: TestClient = await aiohttp_client(create_app(settings))  # type: ignore[assignment]
     response = await client.get("/healthz")
     assert (response.status, await response.json()) == (200, {"status": "ok"})

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 
 import fakeredis
+import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -213,11 +214,16 @@ async def test_no_token_set_and_a_database_that_fails_is_503(
     assert redis.llen(DATA_LOSS_KEY) == 1
 
 
-async def test_redis_unreachable_is_503_within_two_seconds(
-    aiohttp_client: Callable[..., object], settings: Settings
-) -> None:
+@pytest.mark.parametrize(
+    "redis_url",
     # Port 1 on loopback: connections are refused at once; the timeout bounds the rest.
-    dead = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.5)
+    # The Sentinel form: no Sentinel answers, so there is no primary (a failover's gap).
+    ["redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/0"],
+)
+async def test_redis_unreachable_is_503_within_two_seconds(
+    aiohttp_client: Callable[..., object], settings: Settings, redis_url: str
+) -> None:
+    dead = dataclasses.replace(settings, redis_url=redis_url, redis_timeout_s=0.5)
     client: TestClient = await aiohttp_client(create_app(dead, redis=make_receiver_redis(dead)))
     started = asyncio.get_running_loop().time()
     response = await client.post(PUSH_PATH, json=make_payload())

@@ -8,6 +8,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import MasterNotFoundError, SentinelManagedConnection
 
+from cli.rq_settings import rq_settings
 from shared.config import Settings, redact_url
 from shared.errors import ConfigError
 from shared.ports import free_port
@@ -114,3 +115,19 @@ def test_a_full_sentinel_pool_waits_its_timeout_then_refuses(
         pool.get_connection()
     assert 0.25 < time.monotonic() - started < 1.0
     pool.release(held)
+
+
+def test_rq_settings_give_rqs_cli_the_sentinels_or_the_plain_url() -> None:
+    url = "redis+sentinel://app:pw@h1,h2:26380/orders/3?sentinel_password=sp"
+    assert rq_settings(url) == {
+        "REDIS_URL": None,
+        "SENTINEL": {
+            "INSTANCES": [("h1", 26379), ("h2", 26380)],
+            "MASTER_NAME": "orders",
+            "DB": 3,
+            "USERNAME": "app",
+            "PASSWORD": "pw",
+            "SENTINEL_KWARGS": {"username": None, "password": "sp"},
+        },
+    }
+    assert rq_settings("redis://h:6379/2") == {"REDIS_URL": "redis://h:6379/2", "SENTINEL": None}

@@ -13,14 +13,6 @@ from shared.config import Settings
 from worker import runner
 
 
-@pytest.mark.parametrize(
-    "lost",
-    [
-        MasterNotFoundError("No master found for 'mymaster'"),  # no primary yet
-        RedisConnectionError("The previous master is now a slave"),  # redis-py's Sentinel
-        ReadOnlyError("You can't write against a read only replica."),  # a plain URL
-    ],
-)
 def run_worker_through(works: list[Exception | None], *, stop_requested: bool) -> tuple[int, int]:
     """run_worker with RQ workers whose work() raises or returns as ``works`` says; the
     number of RQ workers started and of waits for Redis."""
