@@ -13,6 +13,9 @@ from typing import Any
 from shared.config import Settings
 from shared.redis_url import is_sentinel_url, parse_sentinel_url
 
+# A command against a hung server or Sentinel fails after this, rather than waiting for ever.
+TIMEOUT_S = 5.0
+
 
 def rq_settings(redis_url: str) -> dict[str, Any]:
     """What RQ's CLI reads (rq/cli/helpers.py, get_redis_from_config) for ``redis_url``."""
@@ -27,9 +30,11 @@ def rq_settings(redis_url: str) -> dict[str, Any]:
             "DB": config.db,
             "USERNAME": config.username,
             "PASSWORD": config.password,
+            "SOCKET_TIMEOUT": TIMEOUT_S,
             "SENTINEL_KWARGS": {
                 "username": config.sentinel_username,
                 "password": config.sentinel_password,
+                "socket_timeout": TIMEOUT_S,
             },
         },
     }

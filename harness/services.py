@@ -122,7 +122,7 @@ class SentinelServer:
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"sentinel monitor {service} 127.0.0.1 {primary_port} 2\n"
             f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
-            f"sentinel failover-timeout {service} 5000\n"
+            f"sentinel failover-timeout {service} 2000\n"
             f"sentinel parallel-syncs {service} 2\n"
         )
 

@@ -9,15 +9,30 @@ next call reaches the new one. Nothing here discovers anything by hand.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from typing import Any
 
 from redis import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
+from redis.connection import ConnectionInterface
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from shared.config import Settings
 from shared.redis_url import SentinelUrl, is_sentinel_url, parse_sentinel_url
+
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 5, 2, 3
+# Linux's names; elsewhere the system's keepalive defaults apply.
+KEEPALIVE_OPTIONS: dict[int, int] = {
+    getattr(socket, name): value
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    )
+    if hasattr(socket, name)
+}
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -27,6 +42,16 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionP
     connection class, master discovery and ownership checks, the blocking pool's queue.
     (The MRO is SentinelConnectionPool, BlockingConnectionPool, ConnectionPool.)
     """
+
+    def release(self, connection: ConnectionInterface) -> None:
+        # A connection this pool does not own (it never reached the primary, or reached a
+        # demoted one) goes back as an empty slot; redis-py's blocking pool also keeps the
+        # object in its list of every connection made, so with no primary each failed call
+        # left one behind for good.
+        if not self.owns_connection(connection):  # type: ignore[no-untyped-call]
+            with contextlib.suppress(ValueError):
+                self._connections.remove(connection)
+        super().release(connection)  # type: ignore[no-untyped-call]
 
 
 def make_receiver_redis(settings: Settings, max_connections: int = 32) -> Redis:
@@ -60,8 +85,19 @@ def make_receiver_redis(settings: Settings, max_connections: int = 32) -> Redis:
 
 
 def make_worker_redis(settings: Settings) -> Redis:
-    """A client for RQ workers: no read timeout, since RQ blocks on BLMOVE/BLPOP itself."""
-    return connect(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    """A client for RQ workers: no read timeout, since RQ blocks on BLMOVE/BLPOP itself.
+
+    TCP keepalive instead: a primary whose machine vanished (no reset, no answer) is found
+    dead within about KEEPALIVE_IDLE_S + KEEPALIVE_COUNT x KEEPALIVE_INTERVAL_S, and the
+    worker goes on to the next primary, rather than blocking in BLMOVE for ever.
+    """
+    return connect(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        socket_keepalive=True,
+        socket_keepalive_options=KEEPALIVE_OPTIONS,
+    )
 
 
 def connect(url: str, sentinel_timeout_s: float = 1.0, **options: Any) -> Redis:

@@ -22,6 +22,7 @@ from shared.errors import ConfigError
 SENTINEL_SCHEME = "redis+sentinel://"
 DEFAULT_SENTINEL_PORT = 26379
 _OPTIONS = ("sentinel_username", "sentinel_password")
+NOT_SHOWN = "(not shown: the URL holds a password)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +52,13 @@ def parse_sentinel_url(url: str, what: str = "REDIS_URL") -> SentinelUrl:
     userinfo, at, hosts = netloc.rpartition("@")
     username = password = None
     if at:
-        user, colon, secret = userinfo.partition(":")
+        user, colon, given = userinfo.partition(":")
         username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels = tuple(_host_port(part, what) for part in hosts.split(",") if part.strip())
+        password = unquote(given) if colon else None
+    # A password with an unencoded "/" or "?" splits where it should not: whatever is then
+    # wrong, nothing of a URL that holds a password is echoed.
+    hidden = "@" in url or "sentinel_password" in url
+    sentinels = tuple(_host_port(part, what, hidden) for part in hosts.split(",") if part.strip())
     if not sentinels:
         raise ConfigError(f"{what} names no Sentinel host (redis+sentinel://host:26379/service)")
     parts = [unquote(part) for part in path.split("/")] if path else []
@@ -62,7 +66,7 @@ def parse_sentinel_url(url: str, what: str = "REDIS_URL") -> SentinelUrl:
         raise ConfigError(f"{what} names no service (redis+sentinel://hosts/SERVICE[/db])")
     if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
         raise ConfigError(f"{what}: after the service only a database number may follow")
-    options = _options(query, what)
+    options = _options(query, what, hidden)
     return SentinelUrl(
         sentinels=sentinels,
         service_name=parts[0],
@@ -74,29 +78,29 @@ def parse_sentinel_url(url: str, what: str = "REDIS_URL") -> SentinelUrl:
     )
 
 
-def _host_port(part: str, what: str) -> tuple[str, int]:
+def _host_port(part: str, what: str, hidden: bool) -> tuple[str, int]:
     part = part.strip()
+    shown = NOT_SHOWN if hidden else repr(part)
     if part.startswith("["):  # [IPv6]:port
         host, bracket, tail = part[1:].partition("]")
         if not bracket or (tail and not tail.startswith(":")):
-            raise ConfigError(f"{what}: Sentinel address {part!r} is not [ipv6]:port")
+            raise ConfigError(f"{what}: Sentinel address {shown} is not [ipv6]:port")
         port_text = tail[1:]
     else:
         host, _, port_text = part.partition(":")
     if not host:
-        raise ConfigError(f"{what}: Sentinel address {part!r} has no host")
+        raise ConfigError(f"{what}: Sentinel address {shown} has no host")
     if not port_text:
         return host, DEFAULT_SENTINEL_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{what}: Sentinel address {part!r} has an invalid port")
+        raise ConfigError(f"{what}: Sentinel address {shown} has an invalid port")
     return host, int(port_text)
 
 
-def _options(query: str, what: str) -> dict[str, str]:
+def _options(query: str, what: str, hidden: bool) -> dict[str, str]:
     values = parse_qs(query, keep_blank_values=True)
     unknown = sorted(set(values) - set(_OPTIONS))
     if unknown:
-        raise ConfigError(
-            f"{what}: unknown option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}"
-        )
+        shown = NOT_SHOWN if hidden else ", ".join(unknown)
+        raise ConfigError(f"{what}: unknown option(s) {shown}; known: {', '.join(_OPTIONS)}")
     return {name: found[-1] for name, found in values.items()}

@@ -58,7 +58,7 @@ class LeanWorker(SimpleWorker):
         self._dead = False
         # Set by SIGTERM/SIGINT before RQ's own handling, which may fail on a Redis that is
         # gone: the runner must then stop, not wait for Redis (worker/runner.py).
-        self.stop_requested = False
+        self.stop_signalled = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         timeout = timeout or self.worker_ttl + 60
@@ -78,12 +78,28 @@ class LeanWorker(SimpleWorker):
         return bool(self.connection.sismember(self.redis_workers_keys, self.key))
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stop_requested = True
+        self.stop_signalled = True
+        # RQ sets this only for a busy worker; an idle one gets StopRequested raised
+        # wherever it is, which a broad except there (maintenance) could swallow.
+        self._stop_requested = True
         if self.get_state() != WorkerStatus.BUSY:
-            # Idle, nothing to finish: RQ's stop needs only Redis (the death, the scheduler),
+            # Nothing to finish: RQ's stop needs only Redis (the death, the scheduler),
             # which on a hung server would block for ever. Past the deadline, exit anyway.
-            threading.Thread(target=_exit_after, args=(IDLE_STOP_DEADLINE_S,), daemon=True).start()
+            threading.Thread(target=self._exit_when_idle, daemon=True).start()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def _exit_when_idle(self) -> None:
+        """End the process IDLE_STOP_DEADLINE_S after a stop, if it is still here and no
+        job is running (a job taken before the stop took effect is left to finish)."""
+        time.sleep(IDLE_STOP_DEADLINE_S)
+        while self.get_state() == WorkerStatus.BUSY:
+            time.sleep(0.5)
+        log.warning("worker_stop_deadline", action="exiting without Redis's answer")
+        scheduler = getattr(self.scheduler, "_process", None)  # RQ's scheduler process
+        if scheduler is not None and scheduler.is_alive():
+            scheduler.kill()
+        sys.stdout.flush()
+        os._exit(0)
 
     def register_death(self) -> None:
         with self._registration:
@@ -135,11 +151,3 @@ class LeanWorker(SimpleWorker):
             self.set_state(WorkerStatus.IDLE, pipeline=pipe)
             self.heartbeat(pipeline=pipe)
             pipe.execute()
-
-
-def _exit_after(seconds: float) -> None:
-    """End the process ``seconds`` from now, if it is still here (a daemon thread's sleep)."""
-    time.sleep(seconds)
-    log.warning("worker_stop_deadline", action="exiting without Redis's answer", after_s=seconds)
-    sys.stdout.flush()
-    os._exit(0)

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now
@@ -75,6 +76,8 @@ class HeartbeatWorker(LeanWorker):
         context = get_context()
         try:
             dead_letter_old_failures(queue, context.sessions, context.settings.failed_dead_letter_s)
+        except StopRequested:
+            raise  # SIGTERM, raised by RQ wherever the worker is: never swallowed
         except Exception as exc:  # the database away: the next maintenance tries again
             log.warning("failed_batch_dead_letter_failed", error=type(exc).__name__)
 

@@ -16,7 +16,7 @@ from functools import partial
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from shared.clients import publish_tokens
 from shared.config import Settings
@@ -80,7 +80,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             # primary's READONLY into one); a plain URL behind a moved address shows
             # READONLY itself, a ResponseError.
             except (RedisConnectionError, ReadOnlyError):
-                if worker.stop_requested:  # RQ's stop failed on the Redis that is gone
+                if worker.stop_signalled:  # RQ's stop failed on the Redis that is gone
                     log.warning("worker_stopped_without_redis")
                     return
                 log.warning("worker_lost_redis", action="waiting for Redis, then restarting")
@@ -95,22 +95,32 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
 
 
 def wait_for_redis(redis: Redis, max_delay_s: float = 5.0) -> bool:
-    """Ping Redis with backoff until it answers (True) or SIGTERM/SIGINT arrives (False)."""
+    """Wait with backoff until Redis answers as a primary (True) or SIGTERM/SIGINT arrives
+    (False). A replica answers too, and would refuse the new RQ worker's first write."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
         delay_s = 0.2
         while not stop.wait(delay_s):
             try:
-                redis.ping()
-                log.info("worker_redis_back")
-                return True
+                if is_primary(redis):
+                    log.info("worker_redis_back")
+                    return True
             except RedisConnectionError:
-                delay_s = min(delay_s * 2, max_delay_s)
+                pass
+            delay_s = min(delay_s * 2, max_delay_s)
         return False
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def is_primary(redis: Redis) -> bool:
+    try:
+        role = redis.execute_command("ROLE")  # type: ignore[no-untyped-call]
+    except ResponseError:  # ROLE renamed or refused (some hosted Redis): an answer will do
+        return True
+    return bool(role[0] in (b"master", "master"))
 
 
 def _tokens(context: WorkerContext, redis: Redis) -> None:

@@ -78,7 +78,7 @@ def test_an_error_never_shows_a_password() -> None:
     assert "hunter" not in redact_url(url)
 
 
-def test_every_client_goes_to_the_sentinels_primary() -> None:
+def test_every_client_is_built_on_the_sentinels_of_the_url() -> None:
     url = "redis+sentinel://127.0.0.1:1,127.0.0.1:2/orders/4"
     settings = Settings(redis_url=url)
     receiver = make_receiver_redis(settings, max_connections=3)
@@ -127,7 +127,41 @@ def test_rq_settings_give_rqs_cli_the_sentinels_or_the_plain_url() -> None:
             "DB": 3,
             "USERNAME": "app",
             "PASSWORD": "pw",
-            "SENTINEL_KWARGS": {"username": None, "password": "sp"},
+            "SOCKET_TIMEOUT": 5.0,
+            "SENTINEL_KWARGS": {"username": None, "password": "sp", "socket_timeout": 5.0},
         },
     }
     assert rq_settings("redis://h:6379/2") == {"REDIS_URL": "redis://h:6379/2", "SENTINEL": None}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://:hun/ter2@h1/m",  # an unencoded "/" in the password
+        "redis+sentinel://app:hunter2?x@h1/m",  # an unencoded "?"
+        "redis+sentinel://h1:x/m?sentinel_password=hunter2",
+        "redis+sentinel://h1/m?sentinel_password=hunter2&hunter3=1",
+    ],
+)
+def test_a_malformed_url_with_a_password_echoes_none_of_it(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"REDIS_URL": url})
+    assert "hun" not in str(caught.value), caught.value
+
+
+def test_failed_calls_with_no_primary_leave_no_connection_behind() -> None:
+    url = f"redis+sentinel://127.0.0.1:{free_port()}/m"
+    redis = make_receiver_redis(Settings(redis_url=url, redis_timeout_s=0.2), max_connections=4)
+    for _ in range(50):
+        with pytest.raises(MasterNotFoundError):
+            redis.ping()
+    # redis-py's blocking pool kept each failed connection in its list (50 here).
+    assert len(redis.connection_pool._connections) == 0  # type: ignore[attr-defined]
+
+
+def test_workers_find_a_vanished_primary_dead_by_tcp_keepalive() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "redis+sentinel://127.0.0.1:26379/m"):
+        kwargs = make_worker_redis(Settings(redis_url=url)).connection_pool.connection_kwargs
+        assert kwargs["socket_keepalive"] is True
+        assert kwargs["socket_keepalive_options"], kwargs  # Linux: idle, interval, count
+        assert kwargs.get("socket_timeout") is None  # RQ blocks in BLMOVE itself

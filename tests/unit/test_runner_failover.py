@@ -13,7 +13,7 @@ from shared.config import Settings
 from worker import runner
 
 
-def run_worker_through(works: list[Exception | None], *, stop_requested: bool) -> tuple[int, int]:
+def run_worker_through(works: list[Exception | None], *, stop_signalled: bool) -> tuple[int, int]:
     """run_worker with RQ workers whose work() raises or returns as ``works`` says; the
     number of RQ workers started and of waits for Redis."""
 
@@ -32,7 +32,7 @@ def run_worker_through(works: list[Exception | None], *, stop_requested: bool) -
         mock.patch.object(runner, "HeartbeatWorker") as worker_class,
     ):
         worker_class.return_value.work.side_effect = work
-        worker_class.return_value.stop_requested = stop_requested
+        worker_class.return_value.stop_signalled = stop_signalled
         runner.run_worker(Settings(), burst=True)
     return worker_class.call_count, waited.call_count
 
@@ -49,10 +49,10 @@ def test_the_rq_worker_is_restarted_after_each_way_of_losing_the_primary(
     lost: Exception,
 ) -> None:
     # The first RQ worker loses Redis, the second finishes.
-    assert run_worker_through([lost, None], stop_requested=False) == (2, 1)
+    assert run_worker_through([lost, None], stop_signalled=False) == (2, 1)
 
 
 def test_a_stop_that_failed_on_a_lost_redis_ends_the_worker() -> None:
     # SIGTERM arrived; RQ's stop then failed to write to Redis: stop, do not wait for it.
     lost = MasterNotFoundError("No master found for 'mymaster'")
-    assert run_worker_through([lost], stop_requested=True) == (1, 0)
+    assert run_worker_through([lost], stop_signalled=True) == (1, 0)
