@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections import Counter
@@ -97,7 +98,11 @@ def ha(pg: PostgresCluster, tmp_path: Path) -> Iterator[Ha]:
         if stack is not None:
             for proc in stack.procs:
                 proc.stop(timeout_s=10)
-        for server in reversed(servers):
+        for n, server in enumerate(reversed(servers)):
+            # Their logs stay beside the processes' (pytest's tmp_path), for a failure.
+            for log in server.dir.glob("*.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copy(log, tmp_path / f"server{n}-{server.port}-{log.name}")
             with contextlib.suppress(Exception):
                 server.close()
 
