@@ -160,8 +160,7 @@ def test_primary_sigkilled_sentinel_fails_over_under_load(ha: Ha) -> None:
     assert total.duplicates == 0, total  # batches re-run after the failover: stored once
     assert all(proc.alive for proc in stack.procs), [p.name for p in stack.procs if not p.alive]
     # With today's acknowledgement a 200 whose batch had not reached a replica is lost with
-    # the primary (counted above, recorded in docs/reliability.md): DURABLE_ACK=replica
-    # closes that.
+    # the primary: counted above and recorded in docs/reliability.md, not asserted.
 
 
 def back_after(fleets: list[Fleet], killed_at: float) -> float:
