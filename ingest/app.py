@@ -72,10 +72,11 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     """Open what the handlers use once the loop runs; at shutdown, flush and close it."""
     settings, redis = app[SETTINGS], app[REDIS]
     reads = _open_read_store(settings)
+    app[READ_STORE] = reads if reads is not None else NoDatabase()
     app[TOKENS] = TokenCache(
         redis,
         ttl_s=settings.token_cache_s,
-        read_clients=reads.clients if reads is not None else None,
+        read_clients=app[READ_STORE].clients,
         # A database read that may hold pushes waits no longer than the de-dup read does.
         read_timeout_s=settings.dedup_read_timeout_s,
     )
@@ -92,7 +93,6 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)
     app[PERMIT_BATCHER] = permit_batcher(app[ENQUEUE], settings)
     app[LIMITER] = RateLimiter(redis, settings)
-    app[READ_STORE] = reads if reads is not None else NoDatabase()
     operations = OperationEnqueuer(writer, settings, reads.owners if reads is not None else None)
     # Updates and deletes share the micro-batching machinery (their own batches and job).
     app[OPERATION_BATCHER] = MicroBatcher(

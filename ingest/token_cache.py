@@ -1,8 +1,8 @@
 """Token checks from Redis plus a short-lived local cache.
 
 The database is read on one path only: Redis has lost the token set. Then the database's
-set stands in until a worker has published it again, or, without a database, the last
-set read.
+set stands in until a worker has published it again, or, while it cannot be read (a
+receiver without a database), the last set read.
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ class TokenCache:
     A set that vanished from Redis is a data loss, not a revocation (a revocation
     publishes the changed set): the receiver reports it to the workers, which rebuild it
     (shared/data_loss.py). Meanwhile each refresh reads the active clients with
-    ``read_clients`` (the database), given ``read_timeout_s``; without it, or while it
-    fails, the last set read stands.
+    ``read_clients`` (the database), given ``read_timeout_s``; while that fails, the last
+    set read stands.
     """
 
     def __init__(
         self,
         redis: Redis,
         ttl_s: float,
-        read_clients: Callable[[], Awaitable[dict[str, ClientInfo]]] | None = None,
-        read_timeout_s: float = 1.0,
+        read_clients: Callable[[], Awaitable[dict[str, ClientInfo]]],
+        read_timeout_s: float,
     ) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
@@ -93,16 +93,18 @@ class TokenCache:
             self._fetched_at = time.monotonic()
 
     async def _on_loss(self) -> None:
-        if not self._lost:
+        noticed = not self._lost
+        if noticed:
             log.warning("token_set_lost", action="reported to the workers, which rebuild it")
         self._lost = True
         await asyncio.to_thread(report_data_loss, self._redis)
-        if self._read_clients is None:
-            return
         try:
             clients = await asyncio.wait_for(self._read_clients(), self._read_timeout_s)
         except (ReadsUnavailableError, TimeoutError) as exc:
-            log.warning("token_set_unreadable", error=type(exc).__name__, action="kept")
+            # Once a loss, not at every refresh while it lasts.
+            (log.warning if noticed else log.debug)(
+                "token_set_unreadable", error=type(exc).__name__, action="kept the last set"
+            )
             return
         self._clients, self._loaded = clients, True
 

@@ -60,28 +60,21 @@ def make_receiver_redis(settings: Settings, max_connections: int = 32) -> Redis:
     BlockingConnectionPool waits for a free connection instead of raising past the
     limit (redis-py 8's default pool raises MaxConnectionsError).
     """
-    timeouts: dict[str, Any] = {
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": settings.redis_timeout_s,
         "socket_timeout": settings.redis_timeout_s,
         "socket_connect_timeout": settings.redis_timeout_s,
+        "health_check_interval": 30,
     }
     if is_sentinel_url(settings.redis_url):
         return _sentinel_master(
             parse_sentinel_url(settings.redis_url),
             settings.redis_timeout_s,
             connection_pool_class=BlockingSentinelConnectionPool,
-            max_connections=max_connections,
-            timeout=settings.redis_timeout_s,
-            health_check_interval=30,
-            **timeouts,
+            **options,
         )
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=max_connections,
-        timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-        **timeouts,
-    )
-    return Redis(connection_pool=pool)
+    return Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis_url, **options))
 
 
 def make_worker_redis(settings: Settings) -> Redis:

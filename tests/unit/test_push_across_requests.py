@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingest.app import create_app
 from ingest.permit_enqueuer import new_reference_ids
 from ingest.routes import PUSH_PATH
-from shared.clients import publish_tokens, revoke_client
+from shared.clients import change_and_publish, revoke_client
 from shared.config import Settings
 from shared.constants import DATA_LOSS_KEY, TOKENS_KEY, TOKENS_LOADED_KEY
 from shared.redis import make_receiver_redis
@@ -135,14 +135,24 @@ async def test_revoked_token_is_refused_after_the_cache_expires(
     assert response.status == 401
 
 
+async def receiver(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    **changes: object,
+) -> TestClient:
+    """A test client of a receiver with ``changes`` to the settings, on ``redis``."""
+    app = create_app(dataclasses.replace(settings, **changes), redis=redis)
+    return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
 async def test_no_token_set_and_no_database_is_503_not_401(
     aiohttp_client: Callable[..., object],
     settings: Settings,
     redis: fakeredis.FakeRedis,
     token: str,
 ) -> None:
-    no_reads = dataclasses.replace(settings, read_database_url="none")
-    client: TestClient = await aiohttp_client(create_app(no_reads, redis=redis))  # type: ignore[assignment]
+    client = await receiver(aiohttp_client, settings, redis, read_database_url="none")
     redis.flushall()  # Redis restarted without its data, workers have not re-published yet
     response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
     assert response.status == 503
@@ -158,18 +168,17 @@ async def test_a_lost_token_set_keeps_the_last_one_read_and_a_revocation_still_c
     sessions: sessionmaker[Session],
     token: str,
 ) -> None:
-    no_reads = dataclasses.replace(settings, read_database_url="none", token_cache_s=0.05)
-    client: TestClient = await aiohttp_client(create_app(no_reads, redis=redis))  # type: ignore[assignment]
+    client = await receiver(
+        aiohttp_client, settings, redis, read_database_url="none", token_cache_s=0.05
+    )
     assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
     redis.flushall()  # data loss, not a revocation
     await asyncio.sleep(0.1)
     response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="2"))
     assert response.status == 200, await response.text()
     assert redis.llen(DATA_LOSS_KEY) == 1
-    with sessions() as session:  # a worker rebuilds the set, without the revoked client
-        revoke_client(session, "meters")
-        publish_tokens(session, redis)
-        session.commit()
+    # A revoke (the CLI's own path) publishes the set again, without the revoked client.
+    change_and_publish(sessions, redis, lambda session: revoke_client(session, "meters"))
     await asyncio.sleep(0.1)
     response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="3"))
     assert response.status == 401
@@ -182,13 +191,10 @@ async def test_while_the_set_is_lost_the_database_stands_in_so_a_revocation_coun
     sessions: sessionmaker[Session],
     token: str,
 ) -> None:
-    fast = dataclasses.replace(settings, token_cache_s=0.05)
-    client: TestClient = await aiohttp_client(create_app(fast, redis=redis))  # type: ignore[assignment]
+    client = await receiver(aiohttp_client, settings, redis, token_cache_s=0.05)
     assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
-    with sessions() as session:  # revoked and published, and Redis loses it at once,
-        revoke_client(session, "meters")  # before this receiver read the new set
-        publish_tokens(session, redis)
-        session.commit()
+    # Revoked and published, and Redis loses it at once, before this receiver read it.
+    change_and_publish(sessions, redis, lambda session: revoke_client(session, "meters"))
     redis.flushall()
     await asyncio.sleep(0.1)
     response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="2"))
@@ -203,10 +209,8 @@ async def test_no_token_set_and_a_database_that_fails_is_503(
     token: str,
 ) -> None:
     # Port 1 on loopback: the database refuses at once.
-    broken = dataclasses.replace(
-        settings, read_database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"
-    )
-    client: TestClient = await aiohttp_client(create_app(broken, redis=redis))  # type: ignore[assignment]
+    broken = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    client = await receiver(aiohttp_client, settings, redis, read_database_url=broken)
     redis.flushall()
     response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
     assert response.status == 503
