@@ -39,9 +39,7 @@ def client_for(token: str, settings: Settings) -> ClientInfo:
 def fill(settings: Settings, token: str, nonce: str, count: int, batch: int) -> int:
     """Enqueue `count` unique permits in jobs of `batch`; return how many were accepted."""
     # Built as ingest.app builds it: one JobWriter shared by creates and operations.
-    enqueuer = PermitEnqueuer(
-        JobWriter(make_worker_redis(settings), settings, wait_aof=False), settings
-    )
+    enqueuer = PermitEnqueuer(JobWriter(make_worker_redis(settings), settings), settings)
     client = client_for(token, settings)
     accepted = 0
     for start in range(0, count, batch):

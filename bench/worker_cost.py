@@ -91,7 +91,7 @@ def measure(service: Service, redis: Redis, token: str, jobs: int, size: int) ->
 def measure_noop(service: Service, redis: Redis, jobs: int) -> Cost:
     """Jobs that run nothing, written by the receiver's job writer: RQ's cost per job."""
     settings = Settings.from_env({**os.environ, **service.env()})
-    writer = JobWriter(redis, settings, wait_aof=False)
+    writer = JobWriter(redis, settings)
     for _ in range(jobs):
         writer.write(NOOP_JOB, {}, "no-op", {})
     return drain(service, redis, jobs, 0)

@@ -17,7 +17,7 @@ from shared.redis_url import is_sentinel_url, parse_sentinel_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///permit-push.sqlite3"
-DURABLE_ACK_MODES = ("off", "waitaof", "auto")
+DURABLE_ACK_MODES = ("off", "waitaof", "replica", "replica+waitaof", "auto")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SENTINEL_PASSWORD = re.compile(r"([?&]sentinel_password=)[^&]*")
 # What a browser sends in its Origin header: scheme://host[:port].
@@ -75,9 +75,13 @@ class Settings:
     # set: off too). Read every REDIS_MEMORY_CHECK_S, never per request.
     redis_memory_share: float = 0.9
     redis_memory_check_s: float = 1.0
-    # Reply only once Redis has fsynced the batch: off | waitaof | auto (WAITAOF needs
-    # Redis >= 7.2 with appendonly yes; auto falls back to the acknowledgement alone).
+    # What Redis must confirm before a push's 200 (shared/durability.py): off | waitaof
+    # (fsynced) | replica (held by DURABLE_ACK_REPLICAS replicas) | replica+waitaof | auto.
     durable_ack: str = "off"
+    durable_ack_replicas: int = 1
+    # How long a batch waits for that confirmation before its pushes get 503; less than
+    # REDIS_TIMEOUT_S, so Redis answers before the socket gives up.
+    durable_ack_timeout_s: float = 0.5
     # Where several receiver processes on one port keep their metrics for /metrics to sum
     # (prometheus-client reads this variable itself, too); `serve --processes N` makes a
     # private one when it is unset.
@@ -179,6 +183,11 @@ class Settings:
             raise ConfigError(
                 f"DURABLE_ACK={self.durable_ack!r} must be one of {', '.join(DURABLE_ACK_MODES)}"
             )
+        if self.durable_ack_timeout_s >= self.redis_timeout_s:
+            raise ConfigError(
+                f"DURABLE_ACK_TIMEOUT_S={self.durable_ack_timeout_s!r} must be less than "
+                f"REDIS_TIMEOUT_S={self.redis_timeout_s!r}"
+            )
         for name, minimum in _AT_LEAST.items():
             if getattr(self, name) < minimum:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)!r} must be >= {minimum}")
@@ -250,6 +259,7 @@ _AT_LEAST: dict[str, float] = {
     "batch_window_ms": 0,
     "batch_max_permits": 1,
     "enqueue_concurrency": 1,
+    "durable_ack_replicas": 1,
     "retry_after_s": 1,
     "token_cache_s": 0,
     "max_queue_depth": 0,
@@ -277,5 +287,6 @@ _ABOVE_ZERO = (
     "stats_publish_s",
     "redis_memory_check_s",
     "dedup_read_timeout_s",
+    "durable_ack_timeout_s",
     "keepalive_timeout_s",
 )

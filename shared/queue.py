@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 
 from shared.config import Settings
@@ -20,8 +21,7 @@ from shared.constants import (
     REFERENCE_KEY_PREFIX,
     REFERENCE_TTL_S,
 )
-from shared.durability import resolve_wait_aof
-from shared.errors import QueueUnavailableError
+from shared.durability import NO_WAIT, DurableAck, resolve_durable_ack
 
 # Backoff for a batch whose worker died or whose database stayed away past DB_RETRY_S: RQ
 # re-runs it (the last interval repeats), about 4.5 h in all before the batch lands in the
@@ -69,22 +69,42 @@ def permits_queue(redis: Redis, settings: Settings) -> Queue:
     return Queue(settings.queue_name, connection=redis, serializer=JOB_SERIALIZER)
 
 
+class AckedPipeline(Pipeline):
+    """A MULTI/EXEC pipeline that then, on the same connection, waits for the durable
+    acknowledgement: WAIT and WAITAOF count what their own connection wrote.
+
+    redis-py runs a transaction in ``_execute_transaction(connection, commands,
+    raise_on_error)``; tests/integration/test_job_writer.py fails if this override is
+    no longer called (a refused batch would be acknowledged).
+    """
+
+    def __init__(self, redis: Redis, ack: DurableAck) -> None:
+        super().__init__(redis.connection_pool, redis.response_callbacks, True, None)
+        self.ack = ack
+
+    def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
+        response = super()._execute_transaction(connection, commands, raise_on_error)
+        connection.send_command(*self.ack.command)
+        reply = self.parse_response(connection, str(self.ack.command[0]))  # type: ignore[no-untyped-call]
+        self.ack.check(reply)
+        return response
+
+
 class JobWriter:
     """Writes one RQ job and the owners of its reference ids in one MULTI, then waits for
-    the fsync when the durable acknowledgement is on."""
+    the durable acknowledgement (DURABLE_ACK) when there is one."""
 
-    def __init__(self, redis: Redis, settings: Settings, *, wait_aof: bool) -> None:
+    def __init__(self, redis: Redis, settings: Settings, ack: DurableAck = NO_WAIT) -> None:
         self.redis = redis
         self.queue = permits_queue(redis, settings)
-        self.wait_aof = wait_aof
+        self.ack = ack
         self._job_timeout_s = settings.job_timeout_s
         self._result_ttl_s = settings.job_result_ttl_s
-        self._wait_aof_timeout_ms = max(1, int(settings.redis_timeout_s * 1000))
 
     @classmethod
     def connect(cls, redis: Redis, settings: Settings) -> JobWriter:
         """A writer whose durable acknowledgement follows DURABLE_ACK (asks the server)."""
-        return cls(redis, settings, wait_aof=resolve_wait_aof(settings, redis))
+        return cls(redis, settings, resolve_durable_ack(settings, redis))
 
     def write(
         self,
@@ -101,6 +121,8 @@ class JobWriter:
 
         ``owners`` maps each reference id the job carries to its client: an update or
         delete for an id this client was given is then accepted without the database.
+        Raises QueueUnavailableError when the durable acknowledgement does not come in
+        time (the job may still be stored; the client's resend maps to the same id).
         """
         job = self.queue.create_job(
             function,
@@ -113,24 +135,11 @@ class JobWriter:
             failure_ttl=JOB_FAILURE_TTL_S,
             retry=retry,
         )
-        with self.redis.pipeline() as pipe:
+        pipeline = AckedPipeline(self.redis, self.ack) if self.ack.waits else self.redis.pipeline()
+        with pipeline as pipe:
             self.queue.enqueue_job(job, pipeline=pipe, at_front=at_front)  # RQ opens the MULTI
             if owners:
                 keys = [REFERENCE_KEY_PREFIX + reference_id for reference_id in owners]
                 pipe.eval(OWNERS_SCRIPT, len(keys), *keys, REFERENCE_TTL_S, *owners.values())
             pipe.execute()
-        if self.wait_aof:
-            self._wait_for_fsync()
         return str(job.id)
-
-    def _wait_for_fsync(self) -> None:
-        """Block until Redis has fsynced its AOF up to this job (Redis >= 7.2).
-
-        WAITAOF cannot run inside MULTI, hence its own round trip. If the fsync does not
-        happen within the timeout the job is refused (503 for a push): it may still be
-        stored, and the client's resend maps to the same reference id.
-        """
-        command = ("WAITAOF", 1, 0, self._wait_aof_timeout_ms)
-        local, _replicas = self.redis.execute_command(*command)  # type: ignore[no-untyped-call]
-        if int(local) < 1:
-            raise QueueUnavailableError("Redis did not fsync the job in time")

@@ -1,18 +1,32 @@
-"""`JobWriter.write` on real Redis: the job and the owners of its reference ids, together."""
+"""`JobWriter.write` on real Redis: the job and the owners of its reference ids, together;
+with DURABLE_ACK=replica, acknowledged only once a replica (a real redis-server) holds them."""
 
 from __future__ import annotations
 
+import dataclasses
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 from uuid import uuid4
 
+import pytest
+from aiohttp.test_utils import TestClient
 from redis import Redis
 
+from harness.services import RedisServer, wait_until
+from ingest.app import create_app
+from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB, REFERENCE_KEY_PREFIX, REFERENCE_TTL_S
+from shared.durability import DurableAck
+from shared.errors import QueueUnavailableError
 from shared.queue import JobWriter
+from tests.factories import make_payload
 
 
 def _writer(redis_url: str, redis: Redis) -> JobWriter:
-    return JobWriter(redis, Settings(redis_url=redis_url), wait_aof=False)
+    return JobWriter(redis, Settings(redis_url=redis_url))
 
 
 def test_the_owner_of_each_reference_id_is_written_with_the_job(
@@ -45,3 +59,78 @@ def test_a_job_without_reference_ids_writes_no_owner(redis_url: str, real_redis:
         PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(0)", {}
     )
     assert real_redis.keys(REFERENCE_KEY_PREFIX + "*") == []
+
+
+@pytest.fixture(scope="module")
+def primary_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A private primary with one replica (real redis-server processes, loopback)."""
+    primary = RedisServer()
+    replica = RedisServer(replicaof=primary.port)
+    try:
+        primary.start()
+        replica.start()
+        wait_until(
+            lambda: replica.client().info("replication")["master_link_status"] == "up",
+            10,
+            "replica in sync",
+        )
+        yield primary, replica
+    finally:
+        replica.close()
+        primary.close()
+
+
+def _acked_writer(redis: Redis, replicas: int = 1, timeout_ms: int = 200) -> JobWriter:
+    return JobWriter(redis, Settings(), DurableAck(replicas=replicas, timeout_ms=timeout_ms))
+
+
+def test_a_batch_is_acknowledged_once_a_replica_holds_it(
+    primary_and_replica: tuple[RedisServer, RedisServer],
+) -> None:
+    primary, replica = primary_and_replica
+    writer = _acked_writer(primary.client())
+    on_replica = replica.client()
+    for _ in range(20):
+        reference_id = str(uuid4())
+        job_id = writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "p(1)", {reference_id: 1})
+        # Already there when write returns, the job and its owner alike: WAIT went on the
+        # connection that wrote them.
+        assert on_replica.exists(f"rq:job:{job_id}", REFERENCE_KEY_PREFIX + reference_id) == 2
+
+
+def test_a_batch_no_replica_acknowledged_in_time_is_refused(
+    primary_and_replica: tuple[RedisServer, RedisServer],
+) -> None:
+    primary, replica = primary_and_replica
+    writer = _acked_writer(primary.client(), timeout_ms=150)
+    assert replica.process is not None
+    replica.process.send_signal(signal.SIGSTOP)  # connected, answering nothing
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueueUnavailableError, match="0 of 1 replicas"):
+            writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "p(0)", {})
+        assert time.monotonic() - started >= 0.15  # Redis waited out the timeout
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+    # Refused, not undone: the primary holds the job, and a resend maps to the same ids.
+    assert writer.queue.count >= 1
+
+
+def test_two_replicas_asked_of_a_primary_with_one_is_refused(
+    primary_and_replica: tuple[RedisServer, RedisServer],
+) -> None:
+    writer = _acked_writer(primary_and_replica[0].client(), replicas=2, timeout_ms=50)
+    with pytest.raises(QueueUnavailableError, match="1 of 2 replicas"):
+        writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "p(0)", {})
+
+
+async def test_a_push_no_replica_acknowledged_gets_503_and_retry_after(
+    aiohttp_client: Callable[..., Any], pg_settings: Settings, real_redis: Redis, pg_token: str
+) -> None:
+    # TEST_REDIS_URL's server has no replica: with DURABLE_ACK=replica no push is a 200.
+    settings = dataclasses.replace(pg_settings, durable_ack="replica", durable_ack_timeout_s=0.05)
+    client: TestClient = await aiohttp_client(create_app(settings, redis=real_redis))
+    response = await client.post(PUSH_PATH, json=make_payload(apiToken=pg_token))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == str(settings.retry_after_s)
+    assert (await response.json())["ErrorCode"] == 9901

@@ -1,4 +1,4 @@
-"""Resends after a crash, backpressure, durable acknowledgement, a killed worker, bad input."""
+"""Resends after a crash, backpressure, a killed worker, bad input."""
 
 from __future__ import annotations
 
@@ -37,8 +37,6 @@ from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.clients import create_client
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB
-from shared.durability import AofSupport, resolve_wait_aof
-from shared.errors import ConfigError, QueueUnavailableError
 from shared.models import ApiClient, Permit
 from shared.queue import JOB_RETRY, JobWriter
 from tests.factories import make_payload, make_permit_job, permits_queue, queued_permits
@@ -89,84 +87,6 @@ async def test_queue_over_its_depth_is_503_with_retry_after(
     permits_queue(redis).empty()  # the workers caught up
     again = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="3"))
     assert again.status == 200
-
-
-def _answer_waitaof(redis: fakeredis.FakeRedis, fsynced: int) -> list[tuple[Any, ...]]:
-    """Make ``redis`` answer WAITAOF (fakeredis lacks it) as a server that fsynced or not."""
-    calls: list[tuple[Any, ...]] = []
-    real = redis.execute_command
-
-    def execute(*args: Any, **options: Any) -> Any:
-        if args[0] == "WAITAOF":
-            calls.append(args)
-            return [fsynced, 0]
-        return real(*args, **options)
-
-    redis.execute_command = execute  # type: ignore[method-assign]
-    return calls
-
-
-@pytest.mark.parametrize("wait_aof", [True, False])
-def test_write_waits_for_the_fsync_only_when_enabled(
-    settings: Settings, redis: fakeredis.FakeRedis, wait_aof: bool
-) -> None:
-    calls = _answer_waitaof(redis, fsynced=1)
-    writer = JobWriter(redis, settings, wait_aof=wait_aof)
-    writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(0 permits)", {})
-    assert calls == ([("WAITAOF", 1, 0, 1000)] if wait_aof else [])
-    assert writer.queue.count == 1
-
-
-def test_a_job_redis_did_not_fsync_in_time_is_refused(
-    settings: Settings, redis: fakeredis.FakeRedis
-) -> None:
-    _answer_waitaof(redis, fsynced=0)
-    writer = JobWriter(redis, settings, wait_aof=True)
-    with pytest.raises(QueueUnavailableError, match="fsync"):
-        writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(0 permits)", {})
-
-
-async def test_push_is_503_when_redis_does_not_fsync_its_batch(
-    aiohttp_client: Callable[..., Any],
-    settings: Settings,
-    redis: fakeredis.FakeRedis,
-    token: str,
-) -> None:
-    _answer_waitaof(redis, fsynced=0)
-    with mock.patch("shared.queue.resolve_wait_aof", return_value=True):
-        client: TestClient = await aiohttp_client(create_app(settings, redis=redis))
-        response = await client.post(PUSH_PATH, json=make_payload(apiToken=token))
-    assert response.status == 503
-    assert (await response.json())["ErrorCode"] == 9901
-
-
-@pytest.mark.parametrize(
-    ("mode", "support", "expected"),
-    [
-        ("off", None, False),
-        ("auto", AofSupport("7.2.4", True, True, "everysec"), True),
-        ("auto", AofSupport("7.0.15", False, True, "always"), False),
-        ("waitaof", AofSupport("7.2.4", True, True, "everysec"), True),
-        ("waitaof", AofSupport("7.0.15", False, True, "everysec"), ConfigError),
-        ("waitaof", AofSupport("7.2.4", True, False, "everysec"), ConfigError),
-    ],
-)
-def test_durable_ack_setting(
-    settings: Settings, mode: str, support: AofSupport | None, expected: object
-) -> None:
-    chosen = dataclasses.replace(settings, durable_ack=mode)
-    with mock.patch("shared.durability.probe", return_value=support) as probe:
-        if expected is ConfigError:
-            with pytest.raises(ConfigError, match="appendfsync always"):
-                resolve_wait_aof(chosen, mock.MagicMock())
-        else:
-            assert resolve_wait_aof(chosen, mock.MagicMock()) is expected
-    assert probe.called == (mode != "off")
-
-
-def test_bad_durable_ack_value_fails_at_startup() -> None:
-    with pytest.raises(ConfigError, match="DURABLE_ACK"):
-        Settings.from_env({"DURABLE_ACK": "yes"})
 
 
 class RqClock:
@@ -244,9 +164,7 @@ def test_a_killed_workers_batch_is_rerun_within_50_s_with_the_default_settings(
         client_id = session.scalars(select(ApiClient.id)).one()
     permit = make_permit_job(client_id)
     # The batch as the receiver enqueues it (its retry policy, timeout and TTLs).
-    JobWriter(redis, settings, wait_aof=False).write(
-        PERSIST_PERMITS_JOB, {"permits": [permit]}, "1 permit", {}
-    )
+    JobWriter(redis, settings).write(PERSIST_PERMITS_JOB, {"permits": [permit]}, "1 permit", {})
     args, kwargs = runner_worker_arguments(settings, redis)
     clock = RqClock()
     with clock.installed():

@@ -42,7 +42,7 @@ def test_rq_accepts_the_orjson_serializer_as_is() -> None:
 def test_a_job_is_its_call_as_json_under_zlib_in_the_data_field() -> None:
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     permit = make_permit_job(7)
-    job_id = JobWriter(redis, Settings(), wait_aof=False).write(
+    job_id = JobWriter(redis, Settings()).write(
         "worker.jobs.persist_permits", {"permits": [permit]}, "persist_permits(1 permits)", {}
     )
     raw = redis.hget(f"rq:job:{job_id}", "data")
