@@ -109,8 +109,38 @@ def _growth_section(report: Report) -> list[str]:
     return lines
 
 
+def _durable_ack_section(report: Report) -> list[str]:
+    if not report.durable_ack:
+        return []
+    s = report.settings
+    lines = [
+        "Durable acknowledgement: permit-push on a private primary with one replica (AOF "
+        f"everysec, loopback), wrk -c{s['connections']}, median of {s['repeats']}, "
+        "runs alternate",
+        f"  {'DURABLE_ACK':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
+        f"{'CPU us/req':>12}{'Redis us/req':>14}",
+    ]
+    for name, r in report.durable_ack.items():
+        lines.append(
+            f"  {name.removeprefix('ack '):<14}{r.rps:>10,.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
+            f"{r.errors:>9}{r.server_cpu_us:>12,.0f}{r.redis_cpu_us:>14,.0f}"
+        )
+    off, replica = (report.durable_ack.get(f"ack {m}") for m in ("off", "replica"))
+    if off and replica:
+        lines.append(
+            f"  replica/off: req/s {_ratio(replica.rps, off.rps)}, "
+            f"p99 {_ratio(replica.p99_ms, off.p99_ms)}x"
+        )
+    return lines
+
+
 def print_report(report: Report) -> None:
-    sections = [_peak_section(report), _drain_section(report), _growth_section(report)]
+    sections = [
+        _peak_section(report),
+        _drain_section(report),
+        _growth_section(report),
+        _durable_ack_section(report),
+    ]
     if report.notes:
         sections.append(["Notes:", *(f"  - {n}" for n in report.notes)])
     print()

@@ -6,7 +6,8 @@ Phases, in one run on this machine:
    then permit-push's latency at 80% of its peak, open loop;
 2. end-to-end drain: HTTP pushes until every permit is a PostgreSQL row, against raw
    psycopg executemany (100 rows per transaction) of the same rows;
-3. queue growth: drain rate with 10^3, 10^5 and 10^6 permits queued, worker peak RSS.
+3. queue growth: drain rate with 10^3, 10^5 and 10^6 permits queued, worker peak RSS;
+4. the receiver with DURABLE_ACK=off and =replica on a private primary with one replica.
 Everything started is stopped at the end, also on Ctrl-C or an error.
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 
 from redis import Redis
 
-from bench import httpbench, pgbase, rqstate
+from bench import httpbench, pgbase, replica_ack, rqstate
 from bench.drain import DrainResult, Stores, end_to_end, queued_drain
 from bench.procs import (
     LOG_DIR,
@@ -43,7 +44,7 @@ from bench.service import Service, cli_path
 from bench.wrkload import WrkSettings, require_wrk
 from shared.ports import free_port
 
-PHASES = ("http", "drain", "growth")
+PHASES = ("http", "drain", "growth", "ack")
 
 
 @dataclass
@@ -57,13 +58,14 @@ class Report:
     drain: DrainResult | None = None
     raw: pgbase.RawResult | None = None
     growth: dict[int, DrainResult] = field(default_factory=dict)
+    durable_ack: dict[str, LoadResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n", 1)[0])
     p.add_argument("--quick", action="store_true", help="short runs, small sizes (~2 min)")
-    p.add_argument("--only", default=",".join(PHASES), help="comma list of: http,drain,growth")
+    p.add_argument("--only", default=",".join(PHASES), help="comma list of: http,drain,growth,ack")
     p.add_argument("--duration", type=float, help="seconds per wrk run (default 10; quick 3)")
     p.add_argument("--repeats", type=int, help="wrk runs per target, median kept (3; quick 1)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
@@ -261,6 +263,17 @@ def growth_phase(
         log(f"queued {size:,}: {report.growth[size].rate:,.0f} permits/s")
 
 
+def ack_phase(
+    args: argparse.Namespace, group: ProcessGroup, stores: Stores, token: str, report: Report
+) -> None:
+    wrk = WrkSettings(args.wrk_threads, args.connections, args.duration)
+    report.durable_ack = replica_ack.measure(
+        stores.service, group, wrk, args.processes, args.repeats
+    )
+    for name, result in report.durable_ack.items():
+        log(f"{name}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.1f} ms")
+
+
 def mean_batch(report: Report) -> int:
     """Permits per job the receiver produced under the drain phase's load."""
     if report.drain is None or not report.drain.jobs:
@@ -298,7 +311,12 @@ def run(args: argparse.Namespace, report: Report) -> None:
         Service(redis_url, pg.sqlalchemy_url(), extra=service_env(args)),
     )
     report.settings.update({k: v for k, v in vars(args).items() if k != "json"})
-    phases = {"http": http_phase, "drain": drain_phase, "growth": growth_phase}
+    phases = {
+        "http": http_phase,
+        "drain": drain_phase,
+        "growth": growth_phase,
+        "ack": ack_phase,
+    }
     with_service = service_available(report)
     load_at_start = load_average()
     try:

@@ -35,6 +35,8 @@ def missing_tools() -> str | None:
     """Why the fault tests cannot run here, or None."""
     if shutil.which("redis-server") is None:
         return "redis-server is not installed"
+    if shutil.which("ss") is None:
+        return "ss is not installed (iproute2), which cuts connections"
     if not (PG_BIN / "initdb").exists():
         return f"PostgreSQL binaries are not in {PG_BIN} (set PG_BIN)"
     if os.geteuid() == 0 and shutil.which("runuser") is None:
@@ -100,12 +102,28 @@ class RedisServer:
             self.process.wait(timeout=10)
         self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: connected, reading nothing, answering nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def client(self) -> Redis:
         return Redis.from_url(self.url, socket_timeout=5)
 
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cut_connections_to(port: int) -> None:
+    """Destroy every loopback TCP socket connected to ``port`` (``ss -K``): what the kernel
+    held for them, unread, is gone, and their peers see a reset."""
+    subprocess.run(["ss", "-K", "-t", "dport", "=", f":{port}"], check=True,
+                   capture_output=True, timeout=10)  # fmt: skip
 
 
 class SentinelServer:
