@@ -46,6 +46,9 @@ PUSH_PATH = "/api/OC-TOMA/v1/permits/push"
 WORKERS = 3
 # The services that must turn healthy (migrate runs once and exits; grafana is left out).
 HEALTHY = ["redis", "postgres", "ingest", "worker", "rq-dashboard", "prometheus"]
+# The `ha` profile's services and the name its Sentinels watch the primary under.
+HA_SERVICES = ["redis-replica-1", "redis-replica-2", "sentinel-1", "sentinel-2", "sentinel-3"]
+HA_SERVICE_NAME = "permit-push"
 # A killed worker's batch is re-run after ABANDONED_JOB_S + MAINTENANCE_INTERVAL_S
 # (30 + 10 s by default), so stored-in-time allows well over that.
 STORED_TIMEOUT_S = 180.0
@@ -197,6 +200,7 @@ def stack(
     engine: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Stack]:
     names = ["redis", "postgres", "ingest", "probes", "rq-dashboard", "prometheus"]
+    names += ["replica1", "replica2", "sentinel1", "sentinel2", "sentinel3"]  # profile ha
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     config_dir = tmp_path_factory.mktemp("prometheus")
     config_dir.chmod(0o755)
@@ -213,6 +217,11 @@ def stack(
         "PP_DASHBOARD_PORT": str(ports["rq-dashboard"]),
         "PP_PROMETHEUS_PORT": str(ports["prometheus"]),
         "PP_PROMETHEUS_CONFIG_DIR": str(config_dir),
+        "PP_REPLICA1_PORT": str(ports["replica1"]),
+        "PP_REPLICA2_PORT": str(ports["replica2"]),
+        "PP_SENTINEL1_PORT": str(ports["sentinel1"]),
+        "PP_SENTINEL2_PORT": str(ports["sentinel2"]),
+        "PP_SENTINEL3_PORT": str(ports["sentinel3"]),
         **{name: secrets.token_hex(16) for name in SECRETS},
     }
     stack = Stack(env=env, ports=ports)
@@ -223,7 +232,8 @@ def stack(
         yield stack
     finally:
         if stack.failed_step:
-            for service in HEALTHY:
+            ha = HA_SERVICES if stack.env.get("COMPOSE_PROFILES") == "ha" else []
+            for service in HEALTHY + ha:
                 logs = stack.compose(
                     "logs", "--no-color", "--tail", "15", service, timeout=60, check=False
                 )
@@ -674,3 +684,64 @@ def test_7_dashboards_answer_and_prometheus_scrapes_the_receiver(step: Stack) ->
         60,
         2,
     )
+
+
+def sentinel_view(stack: Stack) -> dict[str, Any]:
+    """What the first Sentinel knows of the primary (its port, replicas, other Sentinels)."""
+    sentinel = Redis(port=stack.ports["sentinel1"], socket_timeout=5)
+    return dict(sentinel.sentinel_master(HA_SERVICE_NAME))  # type: ignore[no-untyped-call]
+
+
+def test_8_ha_profile_primary_killed_under_load_loses_no_200(step: Stack) -> None:
+    """`--profile ha` with the services pointed at the Sentinels and DURABLE_ACK=replica:
+    the primary's container is `docker kill`ed under load; a replica takes over, pushes
+    get 200 again, and every permit that got a 200 is stored exactly once."""
+    sentinels = ",".join(f"127.0.0.1:{step.ports[f'sentinel{i}']}" for i in (1, 2, 3))
+    password = step.env["REDIS_PASSWORD"]
+    step.env.update(
+        COMPOSE_PROFILES="ha",  # every compose call from here on, the teardown's too
+        PERMIT_PUSH_REDIS_URL=f"redis+sentinel://:{password}@{sentinels}/{HA_SERVICE_NAME}/0",
+        DURABLE_ACK="replica",
+    )
+    step.compose("up", "-d", "--pull", "never", "--wait", *HA_SERVICES, timeout=180)
+    wait_until(
+        "the Sentinels see both replicas and each other",
+        lambda: (
+            (view := sentinel_view(step))["num-slaves"] == 2 and view["num-other-sentinels"] == 2
+        ),
+        60,
+    )
+    # The receiver and the workers are recreated with the Sentinel URL and the ack.
+    step.compose("up", "-d", "--pull", "never", "--scale", f"worker={WORKERS}", timeout=300)
+    wait_until("every service healthy", lambda: all_healthy(step, WORKERS), 180, 2)
+    primary = step.containers("redis")[0]
+    killed: dict[str, Any] = {}
+    accepted_at: list[float] = []
+
+    async def kill_at_a_third(done: int) -> None:
+        accepted_at.append(time.monotonic())
+        if done < 1000 or killed:
+            return
+        killed["at"] = time.monotonic()
+        await asyncio.to_thread(run, ["docker", "kill", primary], timeout=30)
+
+    numbers = permit_numbers("ha", 3000)
+    started = time.monotonic()
+    result = asyncio.run(
+        push_all(step.url("ingest", PUSH_PATH), step.token, numbers, on_progress=kill_at_a_third)
+    )
+    view = sentinel_view(step)
+    after = [t for t in accepted_at if t > killed.get("at", float("inf"))]
+    # The longest stretch without a 200 after the kill: the failover as meters saw it.
+    gaps = [b - a for a, b in zip([killed.get("at", 0.0), *after], after, strict=False)]
+    print(
+        f"\n3000 pushes in {time.monotonic() - started:.1f} s, primary killed at 1000;"
+        f" longest stretch without a 200 after the kill {max(gaps, default=0):.1f} s;"
+        f" {result.retries} retries (503s and dropped connections); refused {result.refused};"
+        f" primary now on port {view['port']} (was {step.ports['redis']})"
+    )
+    assert killed, "the load ended before the kill"
+    assert after, "no 200 after the kill"
+    assert int(view["port"]) != step.ports["redis"], view
+    assert len(result.accepted) == len(numbers), result.refused
+    assert_each_stored_once(step, result.accepted)

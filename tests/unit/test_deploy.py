@@ -56,8 +56,22 @@ RUNNING = ROOT / "docs" / "running.md"
 COMPOSE_TEST = ROOT / "tests" / "compose"
 COMPOSE_OVERRIDE = COMPOSE_TEST / "docker-compose.test.yml"
 
+# The `ha` profile's services: two replicas of `redis` and three Sentinels.
+HA = {"redis-replica-1", "redis-replica-2", "sentinel-1", "sentinel-2", "sentinel-3"}
 # Services that run until stopped; `migrate` is the one-shot.
-LONG_RUNNING = {"redis", "postgres", "ingest", "worker", "rq-dashboard", "prometheus", "grafana"}
+LONG_RUNNING = {
+    "redis",
+    "postgres",
+    "ingest",
+    "worker",
+    "rq-dashboard",
+    "prometheus",
+    "grafana",
+    *HA,
+}
+# REDIS_URL of the permit-push services: PERMIT_PUSH_REDIS_URL (the Sentinels, say), else
+# the primary's own URL, which is what the wrapper's default holds.
+REDIS_URL_CHOICE = re.compile(r"\$\{PERMIT_PUSH_REDIS_URL:-(.*)\}")
 # The services built from the Dockerfile's `app` stage, i.e. ENTRYPOINT ["permit-push"].
 PERMIT_PUSH_SERVICES = {"migrate", "ingest", "worker"}
 
@@ -213,6 +227,46 @@ def test_no_default_passwords(path: Path) -> None:
     assert not re.search(r"PASSWORD\w*:\s*['\"]?[A-Za-z0-9_]+['\"]?\s*$", text, re.MULTILINE)
 
 
+def primary_url(redis_url: str) -> str:
+    """The primary's URL in the permit-push services' REDIS_URL (its default)."""
+    match = REDIS_URL_CHOICE.fullmatch(redis_url)
+    assert match, redis_url
+    return match.group(1)
+
+
+def redis_options(service: dict[str, Any]) -> dict[str, str]:
+    command = argv(service["command"])
+    assert command[0] == "redis-server"
+    return dict(zip(command[1::2], command[2::2], strict=False))
+
+
+def test_ha_profile_two_replicas_of_the_primary_and_three_sentinels(
+    services: dict[str, Any],
+) -> None:
+    assert {name for name, s in services.items() if "ha" in s.get("profiles", [])} == HA
+    primary = redis_options(services["redis"])
+    for name in ("redis-replica-1", "redis-replica-2"):
+        options = redis_options(services[name])
+        # A replica becomes the primary: the same AOF, eviction and password settings.
+        assert {k: v for k, v in options.items() if k != "--replicaof"} == primary, name
+        assert options["--replicaof"] == "redis"
+        assert argv(services[name]["command"])[-1] == "6379"
+    assert primary["--masterauth"] == primary["--requirepass"]  # demoted, it must sync
+    volumes = [services[n]["volumes"][0] for n in ("redis", "redis-replica-1", "redis-replica-2")]
+    assert len({volume.split(":")[0] for volume in volumes}) == 3, volumes
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = argv(services[name]["command"])[0]
+        env = services[name]["environment"]
+        assert "sentinel monitor permit-push $$PRIMARY_HOST $$PRIMARY_PORT 2" in script, name
+        assert (env["PRIMARY_HOST"], env["PRIMARY_PORT"]) == ("redis", "6379"), name
+        assert env["REDIS_PASSWORD"] == primary["--requirepass"], name
+    # The app is pointed at the Sentinels by PERMIT_PUSH_REDIS_URL, and can wait for a
+    # replica's copy before each 200; both default to the single Redis as before.
+    env = services["ingest"]["environment"]
+    assert primary_url(env["REDIS_URL"]).endswith("@redis:6379/0")
+    assert env["DURABLE_ACK"] == "${DURABLE_ACK:-off}"
+
+
 def test_redis_requires_a_password_and_sits_on_an_internal_network(
     compose: dict[str, Any], services: dict[str, Any]
 ) -> None:
@@ -226,11 +280,11 @@ def test_redis_requires_a_password_and_sits_on_an_internal_network(
     assert services["postgres"]["networks"] == ["backend"]
     assert "ports" not in services["redis"] and "ports" not in services["postgres"]
     # Every service gets its URL with the credentials.
-    urls = [services["rq-dashboard"]["environment"]["RQ_DASHBOARD_REDIS_URL"]]
+    urls = [primary_url(services["rq-dashboard"]["environment"]["RQ_DASHBOARD_REDIS_URL"])]
     for name in PERMIT_PUSH_SERVICES:
         assert "backend" in services[name]["networks"], name
         env = services[name]["environment"]
-        urls += [env["REDIS_URL"], env["DATABASE_URL"]]
+        urls += [primary_url(env["REDIS_URL"]), env["DATABASE_URL"]]
     for url in urls:
         assert re.match(r"[a-z+]+://[a-z_]*:\$\{[A-Z_]+_PASSWORD:\?[^}]+\}@", url), url
 
@@ -350,8 +404,24 @@ def test_override_changes_only_addresses_and_ports(
         )
     assert (
         override["rq-dashboard"]["environment"]["RQ_DASHBOARD_REDIS_URL"]
-        == (override["ingest"]["environment"]["REDIS_URL"])
+        == override["ingest"]["environment"]["REDIS_URL"]
     )
+    for name, port in (
+        ("redis-replica-1", "PP_REPLICA1_PORT"),
+        ("redis-replica-2", "PP_REPLICA2_PORT"),
+    ):
+        replica_port = "${" + port + ":-" + argv(override[name]["command"])[-1].split(":-")[1]
+        base = argv(services[name]["command"])
+        assert argv(override[name]["command"]) == [
+            *base[:-2], "127.0.0.1", redis_port, "--bind", "127.0.0.1", "--port", replica_port
+        ], name  # fmt: skip
+        assert f"-p {replica_port}" in argv(override[name]["healthcheck"]["test"])[1], name
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        assert "command" not in override[name], name  # the base's script, other addresses
+        assert set(override[name]["environment"]) == {
+            "SENTINEL_BIND", "SENTINEL_PORT", "PRIMARY_HOST", "PRIMARY_PORT"
+        }, name  # fmt: skip
+        assert override[name]["environment"]["PRIMARY_PORT"] == redis_port, name
     # Each probe asks its own service: this host runs its own Redis on 6379.
     assert f"-p {redis_port}" in argv(override["redis"]["healthcheck"]["test"])[1]
     for name, port in (

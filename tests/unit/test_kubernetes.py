@@ -11,8 +11,11 @@ the code: the queue name, the job timeout, the CLI, the image's user.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ except ImportError:  # pragma: no cover - the dev extra installs it
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes"
+# The base against Redis under Sentinel: DURABLE_ACK=replica, KEDA's redis-sentinel scaler.
+SENTINEL_OVERLAY = ROOT / "deploy" / "kubernetes-sentinel"
 KUSTOMIZATION = BASE / "kustomization.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -49,6 +54,27 @@ needs_kubernetes_validate = pytest.mark.skipif(
     kubernetes_validate is None and os.environ.get("CI") != "true",
     reason="kubernetes-validate is not installed (make install-dev)",
 )
+
+
+# kustomize builds what `kubectl apply -k` would apply; CI installs it
+# (tests/compose/install.sh), a laptop without it skips.
+needs_kustomize = pytest.mark.skipif(
+    shutil.which("kustomize") is None and os.environ.get("CI") != "true",
+    reason="kustomize is not installed (tests/compose/install.sh installs it)",
+)
+
+
+def kustomize_build(path: Path) -> list[dict[str, Any]]:
+    assert shutil.which("kustomize"), "kustomize is missing: tests/compose/install.sh"
+    out = subprocess.run(
+        ["kustomize", "build", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def by_kind_and_name(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -328,7 +354,8 @@ def test_receiver_grace_period_covers_the_drain_of_in_flight_requests() -> None:
 
 
 def secret_refs() -> Iterator[tuple[str, str, str]]:
-    """(where, Secret name, key) of every reference to a Secret in the base."""
+    """(where, Secret name, key) of every reference to a Secret in the base and in the
+    Sentinel overlay's patches."""
     for where, container in containers():
         for env in container.get("env", []):
             ref = env.get("valueFrom", {}).get("secretKeyRef")
@@ -337,7 +364,8 @@ def secret_refs() -> Iterator[tuple[str, str, str]]:
         for source in container.get("envFrom", []):
             if "secretRef" in source:
                 yield f"{where} envFrom", source["secretRef"]["name"], "*"
-    for resource in resources():
+    overlay = [doc for path in sorted(SENTINEL_OVERLAY.glob("*.yaml")) for doc in load_all(path)]
+    for resource in resources() + overlay:
         if resource["kind"] == "TriggerAuthentication":
             for ref in resource["spec"].get("secretTargetRef", []):
                 yield f"{resource['metadata']['name']} {ref['parameter']}", ref["name"], ref["key"]
@@ -455,3 +483,63 @@ def test_container_args_are_real_permit_push_commands() -> None:
         assert "command" not in container, f"{where}: the entrypoint must stay permit-push"
         check_command(where, container["args"])
     assert {c["args"][0] for _, c in containers()} == {"serve", "worker", "db"}
+
+
+# --- The Sentinel overlay (deploy/kubernetes-sentinel) ---------------------------------
+
+
+@needs_kustomize
+def test_kustomize_builds_the_base_these_tests_read() -> None:
+    built = by_kind_and_name(kustomize_build(BASE))
+    read = by_kind_and_name(resources())
+    assert set(built) == set(read)
+    deployment = ("Deployment", "permit-push-worker")
+    assert built[deployment]["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "{newName}:{newTag}".format(**kustomization()["images"][0])
+    )
+
+
+def without_overlay_changes(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` less what the Sentinel overlay may change: DURABLE_ACK in the pods'
+    env, the ScaledObject's triggers and the TriggerAuthentication's secret references."""
+    resource = copy.deepcopy(resource)
+    spec = resource["spec"]
+    if resource["kind"] == "Deployment":
+        for container in spec["template"]["spec"]["containers"]:
+            container["env"] = [e for e in container["env"] if e["name"] != "DURABLE_ACK"]
+    spec.pop("triggers", None)
+    spec.pop("secretTargetRef", None)
+    return resource
+
+
+@needs_kustomize
+@needs_kubernetes_validate
+def test_sentinel_overlay_acknowledges_on_a_replica_and_points_keda_at_the_sentinels() -> None:
+    built = by_kind_and_name(kustomize_build(SENTINEL_OVERLAY))
+    base = by_kind_and_name(kustomize_build(BASE))
+    # The same objects as the base, changed only where the overlay means to.
+    assert set(built) == set(base)
+    for key, resource in built.items():
+        assert without_overlay_changes(resource) == without_overlay_changes(base[key]), key
+        if resource["apiVersion"] != KEDA_API:
+            validate(resource)
+    # Receivers and workers wait for a replica's copy; the setting is one the code takes.
+    for name in ("permit-push-receiver", "permit-push-worker"):
+        (container,) = built[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        assert container_settings(container).durable_ack == "replica", name
+    # KEDA: the base's list and target, read through the Sentinels; every address and
+    # credential from the Secret.
+    scaled = built[("ScaledObject", "permit-push-worker")]
+    auths = {name: r for (kind, name), r in built.items() if kind == "TriggerAuthentication"}
+    assert check_keda(scaled, auths) == []
+    (trigger,) = scaled["spec"]["triggers"]
+    (base_trigger,) = base[("ScaledObject", "permit-push-worker")]["spec"]["triggers"]
+    assert trigger["type"] == "redis-sentinel"
+    assert trigger["metadata"] == base_trigger["metadata"]
+    parameters = {
+        ref["parameter"]
+        for ref in auths[trigger["authenticationRef"]["name"]]["spec"]["secretTargetRef"]
+    }
+    assert parameters == {"addresses", "sentinelMaster", "password"}
+    secret_parameters = {*REDIS_AUTH_PARAMETERS, "addresses", "hosts", "ports", "sentinelMaster"}
+    assert not set(trigger["metadata"]) & secret_parameters
