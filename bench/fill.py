@@ -22,6 +22,7 @@ from bench.loadclient import permit_body
 from ingest.permit_enqueuer import PermitEnqueuer, PushItem
 from shared.config import Settings
 from shared.constants import TOKENS_KEY
+from shared.durability import NO_WAIT
 from shared.queue import JobWriter
 from shared.redis import make_worker_redis
 from shared.schemas import load_permit
@@ -39,7 +40,9 @@ def client_for(token: str, settings: Settings) -> ClientInfo:
 def fill(settings: Settings, token: str, nonce: str, count: int, batch: int) -> int:
     """Enqueue `count` unique permits in jobs of `batch`; return how many were accepted."""
     # Built as ingest.app builds it: one JobWriter shared by creates and operations.
-    enqueuer = PermitEnqueuer(JobWriter(make_worker_redis(settings), settings), settings)
+    enqueuer = PermitEnqueuer(
+        JobWriter(make_worker_redis(settings), settings, ack=NO_WAIT), settings
+    )
     client = client_for(token, settings)
     accepted = 0
     for start in range(0, count, batch):

@@ -30,6 +30,7 @@ from bench import pgbase
 from bench.procs import python_argv
 from bench.service import Service, cli_path
 from shared.config import Settings
+from shared.durability import NO_WAIT
 from shared.queue import JobWriter
 
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -91,7 +92,7 @@ def measure(service: Service, redis: Redis, token: str, jobs: int, size: int) ->
 def measure_noop(service: Service, redis: Redis, jobs: int) -> Cost:
     """Jobs that run nothing, written by the receiver's job writer: RQ's cost per job."""
     settings = Settings.from_env({**os.environ, **service.env()})
-    writer = JobWriter(redis, settings)
+    writer = JobWriter(redis, settings, ack=NO_WAIT)
     for _ in range(jobs):
         writer.write(NOOP_JOB, {}, "no-op", {})
     return drain(service, redis, jobs, 0)

@@ -35,8 +35,6 @@ def missing_tools() -> str | None:
     """Why the fault tests cannot run here, or None."""
     if shutil.which("redis-server") is None:
         return "redis-server is not installed"
-    if shutil.which("ss") is None:
-        return "ss is not installed (iproute2), which cuts connections"
     if not (PG_BIN / "initdb").exists():
         return f"PostgreSQL binaries are not in {PG_BIN} (set PG_BIN)"
     if os.geteuid() == 0 and shutil.which("runuser") is None:
@@ -94,6 +92,12 @@ class RedisServer:
         with (self.dir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: Redis.from_url(self.url, socket_timeout=0.5).ping(), 10, "redis up")
+        if self.replicaof is not None:  # and its first sync done
+            wait_until(
+                lambda: self.client().info("replication")["master_link_status"] == "up",
+                10,
+                "replica in sync",
+            )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync; what the AOF holds is what survives."""

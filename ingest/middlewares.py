@@ -114,7 +114,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         ReadsUnavailableError,
         RedisError,
     ) as exc:
-        log.warning("push_unavailable", error=type(exc).__name__)
+        # Our own errors carry a reason worth reading (no replica answered, ...); a
+        # RedisError's text may hold an address, so only its type.
+        reason = str(exc) if isinstance(exc, QueueUnavailableError) else None
+        log.warning("push_unavailable", error=type(exc).__name__, reason=reason)
         return error_response(503, codes.UNAVAILABLE, retry_after_s=retry_after_s)
     except web.HTTPException as exc:
         if exc.status < 400:

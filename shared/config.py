@@ -183,17 +183,17 @@ class Settings:
             raise ConfigError(
                 f"DURABLE_ACK={self.durable_ack!r} must be one of {', '.join(DURABLE_ACK_MODES)}"
             )
-        if self.durable_ack_timeout_s >= self.redis_timeout_s:
-            raise ConfigError(
-                f"DURABLE_ACK_TIMEOUT_S={self.durable_ack_timeout_s!r} must be less than "
-                f"REDIS_TIMEOUT_S={self.redis_timeout_s!r}"
-            )
         for name, minimum in _AT_LEAST.items():
             if getattr(self, name) < minimum:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)!r} must be >= {minimum}")
         for name in _ABOVE_ZERO:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)!r} must be > 0")
+        if self.durable_ack != "off" and self.durable_ack_timeout_s >= self.redis_timeout_s:
+            raise ConfigError(
+                f"DURABLE_ACK_TIMEOUT_S={self.durable_ack_timeout_s!r} must be less than "
+                f"REDIS_TIMEOUT_S={self.redis_timeout_s!r}"
+            )
         for origin in self.cors_origins:
             # A browser sends its origin as scheme://host[:port], nothing more: a path, a
             # trailing slash or a pattern would silently never match.

@@ -9,7 +9,8 @@ DURABLE_ACK picks it (docs/reliability.md, "Durable acknowledgement"):
   survives the loss of the primary's machine (a Sentinel failover). Any Redis with
   replication.
 - ``replica+waitaof``: ``WAITAOF 1 N``: fsynced by the primary and by N replicas. Redis
-  7.2+ or Valkey, with AOF on the primary and on the replicas.
+  7.2+ or Valkey, with AOF on the primary and on the replicas (a replica without AOF never
+  counts, and the primary cannot say at start whether its replicas have it).
 - ``auto``: ``waitaof`` where the server can do it, else ``off`` (logged, with why).
 
 WAIT and WAITAOF count what their own connection wrote, so they go on the connection of
@@ -45,10 +46,14 @@ class DurableAck:
         return self.local_fsync or self.replicas > 0
 
     @property
+    def name(self) -> str:
+        return "WAITAOF" if self.local_fsync else "WAIT"
+
+    @property
     def command(self) -> tuple[str | int, ...]:
         if self.local_fsync:
-            return ("WAITAOF", 1, self.replicas, self.timeout_ms)
-        return ("WAIT", self.replicas, self.timeout_ms)
+            return (self.name, 1, self.replicas, self.timeout_ms)
+        return (self.name, self.replicas, self.timeout_ms)
 
     def check(self, reply: Any) -> None:
         """Raise QueueUnavailableError (503 for a push) unless ``reply`` to ``command`` says

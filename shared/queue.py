@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError, TimeoutError
 from rq import Queue, Retry
 
 from shared.config import Settings
@@ -21,7 +22,8 @@ from shared.constants import (
     REFERENCE_KEY_PREFIX,
     REFERENCE_TTL_S,
 )
-from shared.durability import NO_WAIT, DurableAck, resolve_durable_ack
+from shared.durability import DurableAck, resolve_durable_ack
+from shared.errors import QueueUnavailableError
 
 # Backoff for a batch whose worker died or whose database stayed away past DB_RETRY_S: RQ
 # re-runs it (the last interval repeats), about 4.5 h in all before the batch lands in the
@@ -84,8 +86,14 @@ class AckedPipeline(Pipeline):
 
     def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
         response = super()._execute_transaction(connection, commands, raise_on_error)
-        connection.send_command(*self.ack.command)
-        reply = self.parse_response(connection, str(self.ack.command[0]))  # type: ignore[no-untyped-call]
+        try:
+            connection.send_command(*self.ack.command)
+            reply = self.parse_response(connection, self.ack.name)  # type: ignore[no-untyped-call]
+        except (ConnectionError, TimeoutError) as exc:
+            # Not redis-py's to retry: a retry would run the transaction again, and the
+            # job with it. Refused; the client's resend maps to the same reference id.
+            connection.disconnect()
+            raise QueueUnavailableError(f"no answer to {self.ack.name}") from exc
         self.ack.check(reply)
         return response
 
@@ -94,7 +102,7 @@ class JobWriter:
     """Writes one RQ job and the owners of its reference ids in one MULTI, then waits for
     the durable acknowledgement (DURABLE_ACK) when there is one."""
 
-    def __init__(self, redis: Redis, settings: Settings, ack: DurableAck = NO_WAIT) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, ack: DurableAck) -> None:
         self.redis = redis
         self.queue = permits_queue(redis, settings)
         self.ack = ack
@@ -104,7 +112,7 @@ class JobWriter:
     @classmethod
     def connect(cls, redis: Redis, settings: Settings) -> JobWriter:
         """A writer whose durable acknowledgement follows DURABLE_ACK (asks the server)."""
-        return cls(redis, settings, resolve_durable_ack(settings, redis))
+        return cls(redis, settings, ack=resolve_durable_ack(settings, redis))
 
     def write(
         self,

@@ -65,6 +65,7 @@ class Stack:
     redis: RedisServer
     token: str
     log_dir: Path
+    durable_ack: str = "off"
     port: int = field(default_factory=free_port)
     procs: list[Proc] = field(default_factory=list)
 
@@ -78,6 +79,7 @@ class Stack:
             # defaults (30 s, 10 s) bound it to under a minute (docs/reliability.md).
             "ABANDONED_JOB_S": "4",
             "MAINTENANCE_INTERVAL_S": "1",
+            "DURABLE_ACK": self.durable_ack,
             **extra,
         }
 
@@ -102,7 +104,20 @@ class Stack:
 
 
 @pytest.fixture
-def stack(pg: PostgresCluster, redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
+def durable_ack() -> str:
+    """DURABLE_ACK of the stack's processes: a test parametrizes it to run once per mode.
+    With `replica` the stack's Redis gets a replica of its own (loopback, AOF)."""
+    return "off"
+
+
+@pytest.fixture
+def stack(
+    pg: PostgresCluster, redis_server: RedisServer, tmp_path: Path, durable_ack: str
+) -> Iterator[Stack]:
+    replica = None
+    if durable_ack == "replica":
+        replica = RedisServer(replicaof=redis_server.port)
+        replica.start()
     engine = make_engine(Settings(database_url=pg.url))
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as connection:
@@ -112,9 +127,25 @@ def stack(pg: PostgresCluster, redis_server: RedisServer, tmp_path: Path) -> Ite
         session.flush()
         publish_tokens(session, redis_server.client())
     engine.dispose()
-    result = Stack(pg, redis_server, token, tmp_path)
+    result = Stack(pg, redis_server, token, tmp_path, durable_ack)
     try:
         yield result
     finally:
         for proc in result.procs:
             proc.stop(timeout_s=10)
+        if replica is not None:
+            replica.close()
+
+
+def fault_table_line(
+    fault: str, stack: Stack, refused_at: list[float], since: float, lost: int, doubled: int
+) -> None:
+    """One row of docs/reliability.md's fault table, printed (pytest -s) for the record:
+    the pushes refused (503) from ``since`` on and the seconds between the first and the
+    last, the 200s whose permit was never stored, the permits stored twice."""
+    refused = sorted(t for t in refused_at if t >= since)
+    span = refused[-1] - refused[0] if refused else 0.0
+    print(
+        f"\nfault table | {fault} | DURABLE_ACK={stack.durable_ack} | 503: {len(refused)}"
+        f" over {span:.1f} s | 200s lost: {lost} | doubled: {doubled}"
+    )

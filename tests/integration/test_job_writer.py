@@ -4,7 +4,6 @@ with DURABLE_ACK=replica, acknowledged only once a replica (a real redis-server)
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,19 +13,19 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis import Redis
 
-from harness.services import RedisServer, wait_until
+from harness.services import RedisServer
 from ingest.app import create_app
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB, REFERENCE_KEY_PREFIX, REFERENCE_TTL_S
-from shared.durability import DurableAck
+from shared.durability import NO_WAIT, DurableAck
 from shared.errors import QueueUnavailableError
 from shared.queue import JobWriter
 from tests.factories import make_payload
 
 
 def _writer(redis_url: str, redis: Redis) -> JobWriter:
-    return JobWriter(redis, Settings(redis_url=redis_url))
+    return JobWriter(redis, Settings(redis_url=redis_url), ack=NO_WAIT)
 
 
 def test_the_owner_of_each_reference_id_is_written_with_the_job(
@@ -69,11 +68,6 @@ def primary_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
     try:
         primary.start()
         replica.start()
-        wait_until(
-            lambda: replica.client().info("replication")["master_link_status"] == "up",
-            10,
-            "replica in sync",
-        )
         yield primary, replica
     finally:
         replica.close()
@@ -81,7 +75,7 @@ def primary_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
 
 
 def _acked_writer(redis: Redis, replicas: int = 1, timeout_ms: int = 200) -> JobWriter:
-    return JobWriter(redis, Settings(), DurableAck(replicas=replicas, timeout_ms=timeout_ms))
+    return JobWriter(redis, Settings(), ack=DurableAck(replicas=replicas, timeout_ms=timeout_ms))
 
 
 def test_a_batch_is_acknowledged_once_a_replica_holds_it(
@@ -103,15 +97,14 @@ def test_a_batch_no_replica_acknowledged_in_time_is_refused(
 ) -> None:
     primary, replica = primary_and_replica
     writer = _acked_writer(primary.client(), timeout_ms=150)
-    assert replica.process is not None
-    replica.process.send_signal(signal.SIGSTOP)  # connected, answering nothing
+    replica.pause()  # connected, answering nothing
     try:
         started = time.monotonic()
         with pytest.raises(QueueUnavailableError, match="0 of 1 replicas"):
             writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "p(0)", {})
         assert time.monotonic() - started >= 0.15  # Redis waited out the timeout
     finally:
-        replica.process.send_signal(signal.SIGCONT)
+        replica.resume()
     # Refused, not undone: the primary holds the job, and a resend maps to the same ids.
     assert writer.queue.count >= 1
 

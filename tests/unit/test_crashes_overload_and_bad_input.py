@@ -37,6 +37,7 @@ from ingest.routes import BATCH_PATH, PUSH_PATH
 from shared.clients import create_client
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB
+from shared.durability import NO_WAIT
 from shared.models import ApiClient, Permit
 from shared.queue import JOB_RETRY, JobWriter
 from tests.factories import make_payload, make_permit_job, permits_queue, queued_permits
@@ -164,7 +165,9 @@ def test_a_killed_workers_batch_is_rerun_within_50_s_with_the_default_settings(
         client_id = session.scalars(select(ApiClient.id)).one()
     permit = make_permit_job(client_id)
     # The batch as the receiver enqueues it (its retry policy, timeout and TTLs).
-    JobWriter(redis, settings).write(PERSIST_PERMITS_JOB, {"permits": [permit]}, "1 permit", {})
+    JobWriter(redis, settings, ack=NO_WAIT).write(
+        PERSIST_PERMITS_JOB, {"permits": [permit]}, "1 permit", {}
+    )
     args, kwargs = runner_worker_arguments(settings, redis)
     clock = RqClock()
     with clock.installed():

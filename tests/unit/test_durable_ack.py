@@ -6,11 +6,17 @@ from __future__ import annotations
 import dataclasses
 from unittest import mock
 
+import fakeredis
 import pytest
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from shared.config import Settings
+from shared.constants import PERSIST_PERMITS_JOB
 from shared.durability import NO_WAIT, DurableAck, ServerSupport, resolve_durable_ack
 from shared.errors import ConfigError, QueueUnavailableError
+from shared.queue import JobWriter
 
 REDIS_70 = ServerSupport("7.0.15", False, True, "everysec", is_primary=True, replicas=2)
 REDIS_72 = ServerSupport("7.2.4", True, True, "everysec", is_primary=True, replicas=2)
@@ -108,10 +114,36 @@ def test_a_reply_short_of_the_ask_refuses_the_batch(
     [
         ({"DURABLE_ACK": "yes"}, "DURABLE_ACK="),
         ({"DURABLE_ACK_REPLICAS": "0"}, "DURABLE_ACK_REPLICAS=0 must be >= 1"),
-        ({"DURABLE_ACK_TIMEOUT_S": "1.0"}, "must be less than REDIS_TIMEOUT_S"),
+        ({"DURABLE_ACK": "replica", "DURABLE_ACK_TIMEOUT_S": "1.0"}, "less than REDIS_TIMEOUT_S"),
         ({"DURABLE_ACK_TIMEOUT_S": "0"}, "DURABLE_ACK_TIMEOUT_S=0.0 must be > 0"),
     ],
 )
 def test_bad_durable_ack_settings_fail_at_startup(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_the_ack_timeout_only_matters_when_a_mode_waits() -> None:
+    # A short REDIS_TIMEOUT_S with the ack off stays valid, as before the setting existed.
+    assert Settings.from_env({"REDIS_TIMEOUT_S": "0.3"}).redis_timeout_s == 0.3
+
+
+def test_a_wait_without_answer_refuses_the_batch_and_does_not_run_it_again() -> None:
+    # A client with retries (redis-py 8's default for a plain Redis) would otherwise run
+    # the whole transaction, and enqueue the job, a second time.
+    redis = fakeredis.FakeRedis(retry=Retry(NoBackoff(), 3))
+    connection_class = type(redis.connection_pool.make_connection())
+    real_send = connection_class.send_command
+
+    def send(connection: object, *args: object, **options: object) -> None:
+        if args[0] == "WAIT":
+            raise RedisConnectionError("the primary went away")
+        real_send(connection, *args, **options)
+
+    writer = JobWriter(redis, Settings(), ack=DurableAck(replicas=1, timeout_ms=9))
+    with (
+        mock.patch.object(connection_class, "send_command", send),
+        pytest.raises(QueueUnavailableError, match="no answer to WAIT"),
+    ):
+        writer.write(PERSIST_PERMITS_JOB, {"permits": []}, "persist_permits(0 permits)", {})
+    assert writer.queue.count == 1  # written once; the client's resend maps to its ids

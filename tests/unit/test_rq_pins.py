@@ -26,6 +26,7 @@ from rq.serializers import JSONSerializer, resolve_serializer
 from rq.worker import BaseWorker
 
 from shared.config import Settings
+from shared.durability import NO_WAIT
 from shared.logging import RQ_PER_JOB_LINES
 from shared.queue import JOB_SERIALIZER, JobWriter, OrjsonSerializer
 from tests.factories import make_permit_job
@@ -42,7 +43,7 @@ def test_rq_accepts_the_orjson_serializer_as_is() -> None:
 def test_a_job_is_its_call_as_json_under_zlib_in_the_data_field() -> None:
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     permit = make_permit_job(7)
-    job_id = JobWriter(redis, Settings()).write(
+    job_id = JobWriter(redis, Settings(), ack=NO_WAIT).write(
         "worker.jobs.persist_permits", {"permits": [permit]}, "persist_permits(1 permits)", {}
     )
     raw = redis.hget(f"rq:job:{job_id}", "data")
