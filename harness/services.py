@@ -92,12 +92,21 @@ class RedisServer:
         with (self.dir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: Redis.from_url(self.url, socket_timeout=0.5).ping(), 10, "redis up")
-        if self.replicaof is not None:  # and its first sync done
-            wait_until(
-                lambda: self.client().info("replication")["master_link_status"] == "up",
-                10,
-                "replica in sync",
-            )
+        if self.replicaof is not None:
+            wait_until(self._online, 15, "replica online")
+
+    def _online(self) -> bool:
+        """Whether the primary counts this replica as online: its first sync done and its
+        first offset acknowledged. Until then WAIT does not count it (the replica's own
+        `master_link_status: up` comes up to a second earlier)."""
+        primary = Redis.from_url(self.url.replace(f":{self.port}/", f":{self.replicaof}/"))
+        replication = primary.info("replication")
+        return any(
+            isinstance(entry, dict) and entry.get("port") == self.port
+            and entry.get("state") == "online"
+            for name, entry in replication.items()
+            if name.startswith("slave")
+        )  # fmt: skip
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync; what the AOF holds is what survives."""
