@@ -69,8 +69,11 @@ class JsonErrorRequestHandler(RequestHandler):
         self._arm_read_deadline()
 
     def data_received(self, data: bytes) -> None:
-        if self._read_deadline is None:
-            self._arm_read_deadline()  # the first byte of the next request
+        # The first byte of the next request arms the deadline. Not an empty call: aiohttp
+        # makes one itself after a request with a body, to re-read its buffer, and the
+        # idle keep-alive connection then got a 408 instead of its next push.
+        if data and self._read_deadline is None:
+            self._arm_read_deadline()
         before = len(self._messages)
         super().data_received(data)
         if len(self._messages) > before:

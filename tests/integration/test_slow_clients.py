@@ -9,6 +9,7 @@ hundreds of sockets leaves a normal meter's p99 and the receiver's open files bo
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import time
@@ -18,12 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.payloads import make_payload
 from harness.slowloris import attack
 from shared.config import Settings
 from shared.ports import free_port, wait_for_port
 from tests.support.processes import cli, running
 
 DEADLINE_S = 1.0
+PUSH_PATH = "/api/OC-TOMA/v1/permits/push"
+JSON = {"Content-Type": "application/json"}
 PUSH_HEAD = b"POST /api/OC-TOMA/v1/permits/push HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 
@@ -109,6 +113,29 @@ def test_a_prompt_request_on_a_kept_alive_connection_is_not_cut(
             connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert connection.recv(65536).startswith(b"HTTP/1.1 200 ")
             time.sleep(DEADLINE_S * 1.5)  # idle: aiohttp's keep-alive timeout applies
+
+
+def test_a_meter_pushing_on_a_connection_idle_past_the_deadline_gets_200(
+    receiver: tuple[int, int, str],
+) -> None:
+    """A meter keeps its connection and pushes now and then: between pushes the connection
+    is a keep-alive, not a slow request. (aiohttp re-reads its buffer with an empty
+    data_received after a request with a body; that once armed the deadline, and the idle
+    connection got a 408, which the meter read as the reply to its next push.)"""
+    port, _, token = receiver
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for i in range(3):
+            body = json.dumps(
+                make_payload(apiToken=token, permitNo=f"idle-{uuid.uuid4().hex[:8]}-{i}")
+            )
+            connection.request("POST", PUSH_PATH, body=body, headers=JSON)
+            reply = connection.getresponse()
+            assert reply.status == 200, (i, reply.status, reply.read())
+            reply.read()
+            time.sleep(DEADLINE_S * 1.5)  # idle past the read deadline
+    finally:
+        connection.close()
 
 
 def test_slowloris_leaves_pushes_and_open_files_bounded(
