@@ -10,30 +10,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator
 
 from bench import httpbench, rqstate
 from bench.procs import ProcessGroup
 from bench.results import LoadResult, median_by_rps
 from bench.service import Service
 from bench.wrkload import WrkSettings
-from harness.services import RedisServer
+from harness.services import primary_with_replica
 from shared.ports import free_port
 
 MODES = ("off", "replica")
-
-
-@contextlib.contextmanager
-def primary_with_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
-    primary = RedisServer()
-    replica = RedisServer(replicaof=primary.port)
-    try:
-        primary.start()
-        replica.start()
-        yield primary, replica
-    finally:
-        replica.close()
-        primary.close()
 
 
 def measure(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import psycopg
@@ -99,8 +99,9 @@ class RedisServer:
         """Whether the primary counts this replica as online: its first sync done and its
         first offset acknowledged. Until then WAIT does not count it (the replica's own
         `master_link_status: up` comes up to a second earlier)."""
-        primary = Redis.from_url(self.url.replace(f":{self.port}/", f":{self.replicaof}/"))
-        replication = primary.info("replication")
+        url = self.url.replace(f":{self.port}/", f":{self.replicaof}/")
+        with Redis.from_url(url, socket_timeout=1) as primary:
+            replication = primary.info("replication")
         return any(
             isinstance(entry, dict) and entry.get("port") == self.port
             and entry.get("state") == "online"
@@ -130,6 +131,20 @@ class RedisServer:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def primary_with_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A private primary and one replica of it, counted by the primary; both stopped after."""
+    primary = RedisServer()
+    replica = RedisServer(replicaof=primary.port)
+    try:
+        primary.start()
+        replica.start()
+        yield primary, replica
+    finally:
+        replica.close()
+        primary.close()
 
 
 def cut_connections_to(port: int) -> None:

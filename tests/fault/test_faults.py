@@ -41,6 +41,15 @@ def assert_exact(result: Count, stack: Stack | None = None, fleet: Fleet | None 
     assert result.acknowledged == result.sent, result
 
 
+def exact_count(fault: str, stack: Stack, fleet: Fleet, fault_at: float) -> Count:
+    """Wait until every 200 of ``fleet`` is stored, print the fault table's row (the 503s
+    from ``fault_at`` on), and assert the count is exact."""
+    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
+    fault_table_line(fault, stack, fleet.refused_at, fault_at, result.lost, result.duplicates)
+    assert_exact(result, stack, fleet)
+    return result
+
+
 def whereabouts(stack: Stack, fleet: Fleet) -> str:
     """Where RQ holds the acknowledged permits that are not stored (for the failure message)."""
     stored = {ref for _, ref in stored_rows(stack.pg.url, fleet.prefix)}
@@ -113,10 +122,8 @@ def test_worker_sigkilled_mid_batch_has_its_batch_rerun(stack: Stack) -> None:
         killed_at = time.monotonic()
         blocker.rollback()
     stack.worker("worker-b")
-    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
+    exact_count("worker SIGKILL", stack, fleet, fault_at=0.0)
     recovered_s = time.monotonic() - killed_at
-    fault_table_line("worker SIGKILL", stack, fleet.refused_at, 0.0, result.lost, result.duplicates)
-    assert_exact(result, stack, fleet)
     # ABANDONED_JOB_S=4 here: seconds, not RQ's default of up to ~16 minutes.
     assert recovered_s < 30, recovered_s
     assert FailedJobRegistry(queue=queue_of(stack)).count == 0
@@ -139,16 +146,9 @@ def test_redis_killed_and_restarted_from_its_aof(stack: Stack) -> None:
     time.sleep(3)
     stack.redis.start()
     fleet.join(70)
-    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
-    fault_table_line(
-        "Redis SIGKILL, restarted from its AOF (3 s down)",
-        stack,
-        fleet.refused_at,
-        killed_at,
-        result.lost,
-        result.duplicates,
+    exact_count(
+        "Redis SIGKILL, restarted from its AOF (3 s down)", stack, fleet, fault_at=killed_at
     )
-    assert_exact(result, stack, fleet)
     # While Redis was away the receiver refused quickly, then recovered by itself.
     assert fleet.outcomes["503"] > down_at, fleet.outcomes
     assert fleet.slow_refusals == [], fleet.slow_refusals
@@ -173,16 +173,7 @@ def test_postgres_stopped_ten_seconds(stack: Stack) -> None:
     finally:
         stack.pg.start()
     fleet.join(70)
-    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
-    fault_table_line(
-        "PostgreSQL stopped (immediate) 10 s",
-        stack,
-        fleet.refused_at,
-        stopped_at,
-        result.lost,
-        result.duplicates,
-    )
-    assert_exact(result, stack, fleet)
+    exact_count("PostgreSQL stopped (immediate) 10 s", stack, fleet, fault_at=stopped_at)
     # The receiver does not need the database: no permit was refused meanwhile.
     assert set(fleet.outcomes) == {"200"}, fleet.outcomes
     assert FailedJobRegistry(queue=queue_of(stack)).count == 0
@@ -218,16 +209,12 @@ def test_postgres_restart_kills_every_pooled_connection_under_load(stack: Stack)
     stack.pg.start()
     locker.close()
     fleet.join(70)
-    result = wait_for_count(fleet, stack.pg.url, timeout_s=60)
-    fault_table_line(
+    result = exact_count(
         "PostgreSQL restarted under load, workers mid-transaction",
         stack,
-        fleet.refused_at,
-        stopped_at,
-        result.lost,
-        result.duplicates,
+        fleet,
+        fault_at=stopped_at,
     )
-    assert_exact(result, stack, fleet)
     print(
         f"\nPostgreSQL restart under load: {result.stored} stored once of {result.acknowledged}"
         f" acknowledged; slowest 200 {fleet.slowest_ok_s * 1000:.0f} ms"

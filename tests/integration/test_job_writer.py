@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis import Redis
 
-from harness.services import RedisServer
+from harness.services import RedisServer, primary_with_replica
 from ingest.app import create_app
 from ingest.routes import PUSH_PATH
 from shared.config import Settings
@@ -63,15 +63,8 @@ def test_a_job_without_reference_ids_writes_no_owner(redis_url: str, real_redis:
 @pytest.fixture(scope="module")
 def primary_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
     """A private primary with one replica (real redis-server processes, loopback)."""
-    primary = RedisServer()
-    replica = RedisServer(replicaof=primary.port)
-    try:
-        primary.start()
-        replica.start()
-        yield primary, replica
-    finally:
-        replica.close()
-        primary.close()
+    with primary_with_replica() as servers:
+        yield servers
 
 
 def _acked_writer(redis: Redis, replicas: int = 1, timeout_ms: int = 1000) -> JobWriter:

@@ -23,14 +23,24 @@ from shared.redis import make_receiver_redis
 from tests.factories import make_payload, permits_queue, queued_permits
 
 
+async def receiver(
+    aiohttp_client: Callable[..., object],
+    settings: Settings,
+    redis: fakeredis.FakeRedis,
+    **changes: object,
+) -> TestClient:
+    """A test client of a receiver with ``changes`` to the settings, on ``redis``."""
+    app = create_app(dataclasses.replace(settings, **changes), redis=redis)
+    return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
 async def test_pushes_arriving_together_share_one_job(
     aiohttp_client: Callable[..., object],
     settings: Settings,
     redis: fakeredis.FakeRedis,
     token: str,
 ) -> None:
-    app = create_app(dataclasses.replace(settings, batch_window_ms=50), redis=redis)
-    client: TestClient = await aiohttp_client(app)  # type: ignore[assignment]
+    client = await receiver(aiohttp_client, settings, redis, batch_window_ms=50)
     responses = await asyncio.gather(
         *(
             client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo=f"P{i}"))
@@ -126,24 +136,12 @@ async def test_revoked_token_is_refused_after_the_cache_expires(
     redis: fakeredis.FakeRedis,
     token: str,
 ) -> None:
-    app = create_app(dataclasses.replace(settings, token_cache_s=0.05), redis=redis)
-    client: TestClient = await aiohttp_client(app)  # type: ignore[assignment]
+    client = await receiver(aiohttp_client, settings, redis, token_cache_s=0.05)
     assert (await client.post(PUSH_PATH, json=make_payload(apiToken=token))).status == 200
     redis.delete(TOKENS_KEY)  # what publish_tokens does once no client is active
     await asyncio.sleep(0.1)
     response = await client.post(PUSH_PATH, json=make_payload(apiToken=token, permitNo="2"))
     assert response.status == 401
-
-
-async def receiver(
-    aiohttp_client: Callable[..., object],
-    settings: Settings,
-    redis: fakeredis.FakeRedis,
-    **changes: object,
-) -> TestClient:
-    """A test client of a receiver with ``changes`` to the settings, on ``redis``."""
-    app = create_app(dataclasses.replace(settings, **changes), redis=redis)
-    return await aiohttp_client(app)  # type: ignore[no-any-return]
 
 
 async def test_no_token_set_and_no_database_is_503_not_401(
