@@ -5,15 +5,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from redis import Redis
 
-from bench.procs import BenchError, ProcessGroup, cpu_seconds, python_argv, wait_http
+from bench.procs import ProcessGroup, cpu_seconds, python_argv, wait_http
 from bench.results import LoadResult
 from bench.servers.common import PUSH_PATH
 from bench.wrkload import WrkSettings, run_wrk
@@ -90,45 +88,6 @@ def one_run(target: Target, token: str, wrk: WrkSettings, redis: Redis) -> LoadR
     """One closed-loop wrk run, with the target's and Redis's CPU per request."""
     run = functools.partial(run_wrk, target.url, token, _nonce(), wrk)
     return with_cpu(run, target.pids, redis)
-
-
-def fixed_rate(
-    port: int, token: str, rate: float, duration_s: float, connections: int
-) -> LoadResult:
-    """Open-loop load at `rate` req/s from bench.loadclient, in its own process."""
-    argv = python_argv(
-        "-m",
-        "bench.loadclient",
-        "--port",
-        str(port),
-        "--token",
-        token,
-        "--nonce",
-        _nonce(),
-        "--mode",
-        "rate",
-        "--rate",
-        f"{rate:.0f}",
-        "--duration",
-        f"{duration_s:g}",
-        "--connections",
-        str(connections),
-    )
-    out = subprocess.run(
-        argv, capture_output=True, text=True, timeout=duration_s + 120, check=False
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
-            raw = json.loads(line.removeprefix("BENCH_JSON "))
-            return LoadResult(
-                raw["requests"],
-                raw["errors"],
-                raw["seconds"],
-                raw["p50_ms"],
-                raw["p99_ms"],
-                raw["client_cpu_pct"],
-            )
-    raise BenchError(f"load client printed no result: {out.stderr.strip()[-2000:]}")
 
 
 def _nonce() -> str:

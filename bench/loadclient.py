@@ -1,14 +1,17 @@
 """A small keep-alive HTTP/1.1 load client, run in its own process.
 
 Two modes:
-- `rate`: open loop at a fixed request rate (like wrk2). Latency is measured from the
-  time each request was *scheduled*, so a stalled server cannot hide its queueing delay
-  (no coordinated omission).
+- `rate`: open loop, a fleet of `--connections` meters: requests arrive at random (Poisson)
+  times at a fixed total rate, each on an idle connection taken at random, so every
+  connection pushes now and then. Latency is measured from the time each request was
+  *scheduled*, so a stalled server cannot hide its queueing delay (no coordinated
+  omission). A request that finds no idle connection waits for one, its clock running.
 - `count`: closed loop, exactly `--count` requests over `--connections` connections; used
   to push a known number of permits for the end-to-end drain.
 
 It speaks raw HTTP over asyncio protocols instead of aiohttp's client: several times
-cheaper per request, which matters when client and server share two cores.
+cheaper per request, which matters when client and server share two cores. Why not wrk2,
+vegeta or k6: bench/README.md.
 
     python -m bench.loadclient --port 8080 --token T --mode rate --rate 4000 --duration 10
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,6 +55,7 @@ class Stats:
     latencies_s: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     outstanding: int = 0
+    lost: int = 0  # requests whose connection closed before the reply
 
 
 class Connection(asyncio.Protocol):
@@ -66,6 +71,13 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; they quack alike.
         self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Closed by the server: a request in flight is lost, and the meter is gone."""
+        if self.started_at and self.transport is not None:
+            self.stats.lost += 1
+            self.stats.outstanding -= 1
+        self.transport = None
 
     def send(self, request: bytes, started_at: float) -> None:
         assert self.transport is not None
@@ -91,30 +103,40 @@ class Connection(asyncio.Protocol):
         self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
         self.stats.latencies_s.append(time.perf_counter() - self.started_at)
         self.stats.outstanding -= 1
+        self.started_at = 0.0
         self.on_idle(self)
 
 
 class Generator:
-    """Hands requests to idle connections; keeps a backlog when none is idle."""
+    """Hands requests to idle connections, taken at random; keeps a backlog when none is."""
 
-    def __init__(self, token: str, nonce: str) -> None:
+    def __init__(self, token: str, nonce: str, seed: int = 0) -> None:
         self.token = token
         self.nonce = nonce
         self.index = 0
         self.stats = Stats()
-        self.idle: deque[Connection] = deque()
+        self.idle: list[Connection] = []
         self.backlog: deque[float] = deque()
         self.limit: int | None = None  # count mode: stop after this many
+        self.random = random.Random(seed)
+
+    def take_idle(self) -> Connection:
+        """A random idle connection (swap with the last, then pop: O(1))."""
+        position = self.random.randrange(len(self.idle))
+        self.idle[position], self.idle[-1] = self.idle[-1], self.idle[position]
+        return self.idle.pop()
 
     def next_request(self) -> bytes:
         self.index += 1
         return build_request(permit_body(self.token, self.nonce, self.index))
 
     def submit(self, scheduled_at: float) -> None:
-        if self.idle:
-            self.idle.popleft().send(self.next_request(), scheduled_at)
-        else:
-            self.backlog.append(scheduled_at)
+        while self.idle:
+            conn = self.take_idle()
+            if conn.transport is not None:  # else the server closed it while idle
+                conn.send(self.next_request(), scheduled_at)
+                return
+        self.backlog.append(scheduled_at)
 
     def on_idle(self, conn: Connection) -> None:
         if self.backlog:
@@ -137,16 +159,17 @@ async def open_connections(gen: Generator, port: int, count: int) -> list[Connec
 
 
 async def run_rate(gen: Generator, rate: float, duration_s: float) -> float:
-    """Schedule rate*duration requests at even intervals; return elapsed seconds."""
-    total = int(rate * duration_s)
+    """Requests at Poisson arrival times, `rate` a second on average, for `duration_s`;
+    return the seconds until the last reply (or the drain timeout)."""
     start = time.perf_counter()
-    sent = 0
-    while sent < total:
-        due = min(total, int((time.perf_counter() - start) * rate) + 1)
-        while sent < due:
-            gen.submit(start + sent / rate)
-            sent += 1
-        await asyncio.sleep(0.001)
+    end = start + duration_s
+    due = start + gen.random.expovariate(rate)
+    while due < end:
+        now = time.perf_counter()
+        while due <= now and due < end:
+            gen.submit(due)
+            due += gen.random.expovariate(rate)
+        await asyncio.sleep(max(0.0, min(due, end) - time.perf_counter()))
     await _wait_drained(gen, timeout_s=30.0)
     return time.perf_counter() - start
 
@@ -155,10 +178,11 @@ async def run_count(gen: Generator, count: int) -> float:
     """Closed loop: each connection sends its next request when the reply arrives."""
     gen.limit = count
     start = time.perf_counter()
-    for conn in list(gen.idle):
+    idle, gen.idle = gen.idle, []
+    for position, conn in enumerate(idle):
         if gen.index >= count:
+            gen.idle = idle[position:]
             break
-        gen.idle.remove(conn)
         conn.send(gen.next_request(), time.perf_counter())
     while sum(gen.stats.statuses.values()) < count:
         await asyncio.sleep(0.005)
@@ -179,7 +203,7 @@ def percentile_ms(values: list[float], pct: float) -> float:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    gen = Generator(args.token, args.nonce)
+    gen = Generator(args.token, args.nonce, args.seed)
     conns = await open_connections(gen, args.port, args.connections)
     gen.idle.extend(conns)
     cpu_started = time.process_time()
@@ -191,13 +215,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         if conn.transport is not None:
             conn.transport.close()
     ok = gen.stats.statuses.get(200, 0)
+    unanswered = len(gen.backlog) + gen.stats.outstanding + gen.stats.lost
     return {
         "requests": ok,
-        "errors": sum(gen.stats.statuses.values()) - ok + len(gen.backlog),
+        "errors": sum(gen.stats.statuses.values()) - ok + unanswered,
         "statuses": gen.stats.statuses,
+        "unanswered": unanswered,
         "seconds": elapsed,
         "p50_ms": percentile_ms(gen.stats.latencies_s, 50),
         "p99_ms": percentile_ms(gen.stats.latencies_s, 99),
+        "p999_ms": percentile_ms(gen.stats.latencies_s, 99.9),
         # The client shares the cores with the server: say how much of one it took.
         "client_cpu_pct": 100 * (time.process_time() - cpu_started) / elapsed,
     }
@@ -214,6 +241,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (rate mode)")
     parser.add_argument("--count", type=int, default=10_000, help="requests (count mode)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds (count mode)")
+    parser.add_argument("--seed", type=int, default=0, help="arrival times and connections")
     return parser.parse_args()
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bench import fleet
 from bench.results import ONE_BOX
+
+# Issue 33's goal for the closed loop: one box at least this share of bare's req/s.
+CLOSED_LOOP_GOAL = 0.15
 
 if TYPE_CHECKING:
     from bench.run import Report
@@ -47,23 +51,69 @@ def _peak_section(report: Report) -> list[str]:
     if one_box and bare:
         lines.append(
             f"  {ONE_BOX} (receiver + {s['workers']} workers draining, its CPU counts both)"
-            f"/bare = {_ratio(one_box.rps, bare.rps)}   "
-            f"p99 {_ratio(one_box.p99_ms, bare.p99_ms)}x bare's"
-        )
-    if report.at_80:
-        r = report.at_80
-        lines.extend(
-            [
-                f"  permit-push at 80% of peak ({report.at_80_rate:,.0f} req/s offered, "
-                "open loop): "
-                f"{r.rps:,.0f} req/s served, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-                f"errors {r.errors}",
-                f"    (receiver CPU {r.server_cpu_us:,.0f} us/req, "
-                f"Redis {r.redis_cpu_us:,.0f} us/req, "
-                f"load client {r.client_cpu_pct:.0f}% of a core)",
-            ]
+            f"/bare = {_ratio(one_box.rps, bare.rps)} "
+            f"({_goal(one_box.rps / bare.rps >= CLOSED_LOOP_GOAL, f'>= {CLOSED_LOOP_GOAL}')})   "
+            f"p99 {_ratio(one_box.p99_ms, bare.p99_ms)}x bare's "
+            f"({_goal(one_box.p99_ms <= 10 * bare.p99_ms, '<= 10x')})"
         )
     return lines
+
+
+def _goal(met: bool, goal: str) -> str:
+    return f"goal {goal}: {'met' if met else 'NOT met'}"
+
+
+def _fleet_section(report: Report) -> list[str]:
+    result = report.fleet
+    if result is None:
+        return []
+    lines = [
+        f"Fleet, open loop: {result.connections:,} kept-alive connections, Poisson arrivals, "
+        f"{result.duration_s:g} s a run, latency from each request's scheduled send",
+        f"  {'target':<13}{'offered':>9}{'served':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'p99.9 ms':>10}{'errors':>8}{'batch':>7}{'behind s':>9}{'CPU us/req':>11}"
+        f"{'workers us/permit':>18}{'client':>8}",
+    ]
+    for name, runs in result.runs.items():
+        lines.extend(_fleet_row(name, run) for run in runs)
+    if result.at_80 is not None:
+        lines.append(_fleet_row("pp at 80%", result.at_80))
+    lines.append(
+        f"  pass: p99 <= {fleet.P99_BOUND_MS:g} ms, no error, at most "
+        f"{fleet.BEHIND_BOUND_S:g} s of permits left queued (the workers keep up)"
+    )
+    bare, pp = result.peak.get("bare", 0.0), result.peak.get("permit-push", 0.0)
+    ratio_met = bool(bare) and pp / bare >= fleet.GOAL_PEAK_RATIO
+    lines.append(
+        f"  peak: bare {bare:,.0f} req/s, permit-push {pp:,.0f} req/s; permit-push/bare = "
+        f"{_ratio(pp, bare)} ({_goal(ratio_met, f'>= {fleet.GOAL_PEAK_RATIO}')})"
+    )
+    if result.runs.get("permit-push"):
+        first, goal_ms = result.runs["permit-push"][0], fleet.GOAL_P50_AT_START_MS
+        lines.append(
+            f"  permit-push at {first.offered:,.0f} req/s: p50 {first.load.p50_ms:.2f} ms "
+            f"({_goal(first.load.p50_ms <= goal_ms, f'<= {goal_ms:g} ms')})"
+        )
+    if result.at_80 is not None:
+        r, bound_ms = result.at_80, fleet.P99_BOUND_MS
+        lines.append(
+            f"  permit-push at 80% of its peak ({r.offered:,.0f} req/s): "
+            f"p99 {r.load.p99_ms:.2f} ms "
+            f"({_goal(r.load.p99_ms <= bound_ms, f'<= {bound_ms:g} ms')}), "
+            f"receiver CPU {r.load.server_cpu_us:,.0f} us/req, workers "
+            f"{r.worker_cpu_us:,.0f} us/permit, {r.mean_batch:.1f} permits/batch"
+        )
+    return lines
+
+
+def _fleet_row(name: str, run: fleet.FleetRun) -> str:
+    r = run.load
+    return (
+        f"  {name:<13}{run.offered:>9,.0f}{r.rps:>8,.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
+        f"{r.p999_ms:>10.2f}{r.errors:>8}{run.mean_batch:>7.1f}{run.behind_s:>9.2f}"
+        f"{r.server_cpu_us:>11,.0f}{run.worker_cpu_us:>18,.0f}{r.client_cpu_pct:>7.0f}%"
+        f"{'' if run.passed else '  fails'}"
+    )
 
 
 def _drain_section(report: Report) -> list[str]:
@@ -140,6 +190,7 @@ def print_report(report: Report) -> None:
         _drain_section(report),
         _growth_section(report),
         _durable_ack_section(report),
+        _fleet_section(report),
     ]
     if report.notes:
         sections.append(["Notes:", *(f"  - {n}" for n in report.notes)])

@@ -18,6 +18,7 @@ class LoadResult:
     client_cpu_pct: float = 0.0  # the load client's own CPU, % of one core (Python client)
     server_cpu_us: float = 0.0  # the target's processes' CPU per successful request
     redis_cpu_us: float = 0.0  # redis-server's CPU per successful request
+    p999_ms: float = 0.0  # open loop only (bench.loadclient); wrk reports no p99.9 here
 
     @property
     def rps(self) -> float:

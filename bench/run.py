@@ -7,7 +7,10 @@ Phases, in one run on this machine:
 2. end-to-end drain: HTTP pushes until every permit is a PostgreSQL row, against raw
    psycopg executemany (100 rows per transaction) of the same rows;
 3. queue growth: drain rate with 10^3, 10^5 and 10^6 permits queued, worker peak RSS;
-4. the receiver with DURABLE_ACK=off and =replica on a private primary with one replica.
+4. the receiver with DURABLE_ACK=off and =replica on a private primary with one replica;
+5. a fleet-shaped open loop (bench/fleet.py): 2,000 connections, Poisson arrivals; the
+   highest rate holding p99 <= 25 ms for bare and for permit-push with its workers, and
+   permit-push at 80% of its peak.
 Everything started is stopped at the end, also on Ctrl-C or an error.
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 
 from redis import Redis
 
-from bench import httpbench, pgbase, replica_ack, rqstate
+from bench import fleet, httpbench, pgbase, replica_ack, rqstate
 from bench.drain import DrainResult, Stores, end_to_end, queued_drain
 from bench.procs import (
     LOG_DIR,
@@ -44,7 +47,7 @@ from bench.service import Service, cli_path
 from bench.wrkload import WrkSettings, require_wrk
 from shared.ports import free_port
 
-PHASES = ("http", "drain", "growth", "ack")
+PHASES = ("http", "drain", "growth", "ack", "fleet")
 
 
 @dataclass
@@ -53,23 +56,26 @@ class Report:
 
     settings: dict[str, Any] = field(default_factory=dict)
     peak: dict[str, LoadResult] = field(default_factory=dict)
-    at_80: LoadResult | None = None
-    at_80_rate: float = 0.0
     drain: DrainResult | None = None
     raw: pgbase.RawResult | None = None
     growth: dict[int, DrainResult] = field(default_factory=dict)
     durable_ack: dict[str, LoadResult] = field(default_factory=dict)
+    fleet: fleet.FleetResult | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n", 1)[0])
     p.add_argument("--quick", action="store_true", help="short runs, small sizes (~2 min)")
-    p.add_argument("--only", default=",".join(PHASES), help="comma list of: http,drain,growth,ack")
+    p.add_argument("--only", default=",".join(PHASES), help=f"comma list of: {','.join(PHASES)}")
     p.add_argument("--duration", type=float, help="seconds per wrk run (default 10; quick 3)")
     p.add_argument("--repeats", type=int, help="wrk runs per target, median kept (3; quick 1)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument(
+        "--fleet-connections", type=int, default=2000, help="open-loop connections (2000)"
+    )
+    p.add_argument("--fleet-duration", type=float, help="seconds per open-loop run (10; quick 4)")
     p.add_argument("--processes", type=int, default=2, help="receiver processes per target")
     p.add_argument("--workers", type=int, default=2, help="permit-push worker processes")
     p.add_argument("--drain-count", type=int, help="permits pushed end to end (50000; quick 5000)")
@@ -111,6 +117,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     quick = args.quick
     args.duration = args.duration or (3.0 if quick else 10.0)
     args.repeats = args.repeats or (1 if quick else 3)
+    args.fleet_duration = args.fleet_duration or (4.0 if quick else 10.0)
     args.drain_count = args.drain_count or (5_000 if quick else 50_000)
     sizes = args.growth_sizes or ("1000,10000" if quick else "1000,100000,1000000")
     args.growth_sizes = [int(s) for s in sizes.split(",") if s]
@@ -179,34 +186,10 @@ def http_phase(
             report.peak[target.name] = median_by_rps(runs[target.name])
             log(f"{target.name}: {report.peak[target.name].rps:,.0f} req/s")
         pp = next((t for t in targets if t.name == "permit-push"), None)
-        if pp is not None:
-            reset()  # the one-box workers idle again, not draining into this run
-            at_80_phase(args, group, stores, token, report, pp)
+        if pp is not None and args.profile is not None:
+            reset()
+            profile_receiver(group, pp, token, args, stores.redis)
     reset()
-
-
-def at_80_phase(
-    args: argparse.Namespace,
-    group: ProcessGroup,
-    stores: Stores,
-    token: str,
-    report: Report,
-    target: httpbench.Target,
-) -> None:
-    """permit-push's latency under an open-loop load at 80% of its measured peak."""
-    if args.profile is not None:
-        profile_receiver(group, target, token, args, stores.redis)
-    report.at_80_rate = 0.8 * report.peak[target.name].rps
-    rqstate.reset_keep_tokens(stores.redis)
-    at_80 = functools.partial(
-        httpbench.fixed_rate,
-        target.port,
-        token,
-        report.at_80_rate,
-        args.duration,
-        args.connections,
-    )
-    report.at_80 = httpbench.with_cpu(at_80, target.pids, stores.redis)
 
 
 def profile_receiver(
@@ -274,6 +257,23 @@ def ack_phase(
         log(f"{name}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.1f} ms")
 
 
+def fleet_phase(
+    args: argparse.Namespace, group: ProcessGroup, stores: Stores, token: str, report: Report
+) -> None:
+    rqstate.reset_keep_tokens(stores.redis)
+    report.fleet = fleet.measure(
+        group,
+        stores,
+        token,
+        processes=args.processes,
+        workers=args.workers,
+        connections=args.fleet_connections,
+        duration_s=args.fleet_duration,
+    )
+    for name, rate in report.fleet.peak.items():
+        log(f"open-loop peak {name}: {rate:,.0f} req/s")
+
+
 def mean_batch(report: Report) -> int:
     """Permits per job the receiver produced under the drain phase's load."""
     if report.drain is None or not report.drain.jobs:
@@ -316,6 +316,7 @@ def run(args: argparse.Namespace, report: Report) -> None:
         "drain": drain_phase,
         "growth": growth_phase,
         "ack": ack_phase,
+        "fleet": fleet_phase,
     }
     with_service = service_available(report)
     load_at_start = load_average()

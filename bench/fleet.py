@@ -1,0 +1,214 @@
+"""Phase `fleet`: a fleet-shaped open loop, the way meters load the service.
+
+Thousands of meters, each on its own kept-alive connection, push now and then: requests
+arrive at random (Poisson) times at a fixed total rate, and a slow reply does not slow
+the fleet down (bench.loadclient, latency from each request's scheduled send).
+
+Two targets on the same cores, one after the other: the bare aiohttp handler (the
+ceiling) and permit-push as one box (`serve` plus its workers draining into PostgreSQL).
+For each, the peak: the highest rate whose run holds p99 at or under P99_BOUND_MS with
+every request answered 2xx, and, for permit-push, the workers keeping up. The search
+doubles the rate from START_RATE until a run fails, then halves the gap BISECTIONS times.
+Then permit-push runs at 80% of its peak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench import httpbench, rqstate
+from bench.drain import Stores, wait_workers
+from bench.procs import BenchError, CpuMeter, ProcessGroup, python_argv
+from bench.results import LoadResult
+from shared.ports import free_port
+
+P99_BOUND_MS = 25.0
+# The first rate of the search, and the rate of the issue's latency goal for a lone push.
+START_RATE = 250.0
+BISECTIONS = 4
+MAX_RATE = 64_000.0
+# Permits still queued when the load stops, in seconds of that load: above this, the
+# workers did not keep up and the rate is not one the box can hold.
+BEHIND_BOUND_S = 1.0
+
+# The goals of issue 33, printed beside the figures.
+GOAL_P50_AT_START_MS = 3.0
+GOAL_PEAK_RATIO = 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRun:
+    """One open-loop run at one offered rate."""
+
+    offered: float
+    load: LoadResult
+    mean_batch: float = 0.0  # permits per RQ job (the receiver's own metrics)
+    behind_s: float = 0.0  # permits queued at the end, in seconds of the offered rate
+    worker_cpu_us: float = 0.0  # the workers' CPU per permit pushed
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.load.errors == 0
+            and self.load.p99_ms <= P99_BOUND_MS
+            and self.behind_s <= BEHIND_BOUND_S
+        )
+
+
+@dataclass
+class FleetResult:
+    connections: int
+    duration_s: float
+    runs: dict[str, list[FleetRun]] = field(default_factory=dict)
+    peak: dict[str, float] = field(default_factory=dict)
+    at_80: FleetRun | None = None
+
+
+def open_loop(
+    port: int, token: str, rate: float, duration_s: float, connections: int, seed: int = 0
+) -> LoadResult:
+    """bench.loadclient in rate mode, in its own process."""
+    argv = python_argv(
+        "-m",
+        "bench.loadclient",
+        *("--port", str(port), "--token", token, "--nonce", uuid.uuid4().hex[:6]),
+        *("--mode", "rate", "--rate", f"{rate:.0f}", "--duration", f"{duration_s:g}"),
+        *("--connections", str(connections), "--seed", str(seed)),
+    )
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration_s + 120, check=False
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            raw = json.loads(line.removeprefix("BENCH_JSON "))
+            return LoadResult(
+                raw["requests"],
+                raw["errors"],
+                raw["seconds"],
+                raw["p50_ms"],
+                raw["p99_ms"],
+                raw["client_cpu_pct"],
+                p999_ms=raw["p999_ms"],
+            )
+    raise BenchError(f"load client printed no result: {out.stderr.strip()[-2000:]}")
+
+
+def batch_figures(port: int) -> tuple[float, float]:
+    """(permits, batches) the receiver has counted so far: its batch-size histogram."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "permit_push_batch_size":
+            values = {sample.name: sample.value for sample in family.samples}
+            return (
+                values["permit_push_batch_size_sum"],
+                values["permit_push_batch_size_count"],
+            )
+    raise BenchError("the receiver's /metrics has no permit_push_batch_size")
+
+
+def find_peak(run_at: Callable[[float], FleetRun]) -> tuple[float, list[FleetRun]]:
+    """The highest passing rate found: double from START_RATE, then bisect. 0: none passed."""
+    runs: list[FleetRun] = []
+    good, bad, rate = 0.0, 0.0, START_RATE
+    while not bad and rate <= MAX_RATE:
+        runs.append(run := run_at(rate))
+        if run.passed:
+            good, rate = rate, rate * 2
+        else:
+            bad = rate
+    if good and bad:
+        for _ in range(BISECTIONS):
+            middle = (good + bad) / 2
+            runs.append(run := run_at(middle))
+            good, bad = (middle, bad) if run.passed else (good, middle)
+    return good, runs
+
+
+def measure(
+    group: ProcessGroup,
+    stores: Stores,
+    token: str,
+    *,
+    processes: int,
+    workers: int,
+    connections: int,
+    duration_s: float,
+) -> FleetResult:
+    result = FleetResult(connections, duration_s)
+    port = free_port()
+    with httpbench.running(
+        group, lambda: httpbench.start_bare(group, port, processes), port
+    ) as pids:
+        run_bare = functools.partial(_bare_run, port, token, pids, stores, connections, duration_s)
+        result.peak["bare"], result.runs["bare"] = find_peak(run_bare)
+    with _one_box(group, stores, token, processes, workers, connections, duration_s) as run_push:
+        result.peak["permit-push"], result.runs["permit-push"] = find_peak(run_push)
+        if result.peak["permit-push"]:
+            result.at_80 = run_push(0.8 * result.peak["permit-push"])
+    return result
+
+
+def _bare_run(
+    port: int,
+    token: str,
+    pids: list[int],
+    stores: Stores,
+    connections: int,
+    duration_s: float,
+    rate: float,
+) -> FleetRun:
+    load = functools.partial(open_loop, port, token, rate, duration_s, connections)
+    return FleetRun(rate, httpbench.with_cpu(load, pids, stores.redis))
+
+
+@contextlib.contextmanager
+def _one_box(
+    group: ProcessGroup,
+    stores: Stores,
+    token: str,
+    processes: int,
+    workers: int,
+    connections: int,
+    duration_s: float,
+) -> Iterator[Callable[[float], FleetRun]]:
+    """permit-push's receivers and workers started; yields a function running one rate."""
+    service, redis = stores.service, stores.redis
+    port = free_port()
+    worker_procs = service.start_workers(group, workers)
+    try:
+        wait_workers(stores, group, workers)
+        start = functools.partial(service.start_receiver, group, port, processes)
+        with httpbench.running(group, start, port) as pids:
+
+            def run_at(rate: float) -> FleetRun:
+                rqstate.wait_drained(redis, service.queue_name, group)
+                rqstate.reset_keep_tokens(redis)
+                cpu = CpuMeter([p.pid for p in worker_procs])
+                permits0, batches0 = batch_figures(port)
+                load = functools.partial(open_loop, port, token, rate, duration_s, connections)
+                run = httpbench.with_cpu(load, pids, redis)
+                queued_jobs = rqstate.queue_length(redis, service.queue_name)
+                permits, batches = batch_figures(port)
+                mean_batch = (permits - permits0) / max(batches - batches0, 1)
+                return FleetRun(
+                    rate,
+                    run,
+                    mean_batch=mean_batch,
+                    behind_s=queued_jobs * mean_batch / rate,
+                    worker_cpu_us=cpu.used() * 1e6 / max(run.requests, 1),
+                )
+
+            yield run_at
+    finally:
+        for proc in worker_procs:
+            group.stop(proc)
