@@ -56,6 +56,7 @@ class Stats:
     statuses: dict[int, int] = field(default_factory=dict)
     outstanding: int = 0
     lost: int = 0  # requests whose connection closed before the reply
+    unsolicited: int = 0  # replies on an idle connection (a 408 before closing it)
 
 
 class Connection(asyncio.Protocol):
@@ -100,6 +101,9 @@ class Connection(asyncio.Protocol):
             return
         del self.buffer[: end + 4 + length]
         status = int(head[0].split()[1])
+        if not self.started_at:  # a reply to no request: a server closing an idle one
+            self.stats.unsolicited += 1
+            return
         self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
         self.stats.latencies_s.append(time.perf_counter() - self.started_at)
         self.stats.outstanding -= 1
@@ -216,11 +220,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             conn.transport.close()
     ok = gen.stats.statuses.get(200, 0)
     unanswered = len(gen.backlog) + gen.stats.outstanding + gen.stats.lost
+    unsolicited = gen.stats.unsolicited
     return {
         "requests": ok,
-        "errors": sum(gen.stats.statuses.values()) - ok + unanswered,
+        "errors": sum(gen.stats.statuses.values()) - ok + unanswered + unsolicited,
         "statuses": gen.stats.statuses,
         "unanswered": unanswered,
+        "unsolicited": unsolicited,
         "seconds": elapsed,
         "p50_ms": percentile_ms(gen.stats.latencies_s, 50),
         "p99_ms": percentile_ms(gen.stats.latencies_s, 99),

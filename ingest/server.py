@@ -12,9 +12,11 @@ Slow clients: aiohttp has no deadline for reading a request (its keep-alive time
 only a connection waiting for a request, after an hour by default, and nothing bounds a
 trickled body), so one socket sending a byte every few seconds would hold a file
 descriptor and a parser for ever. `JsonErrorRequestHandler` gives each request
-REQUEST_READ_TIMEOUT_S from its first byte (or from the connection's opening) to the last
-byte of its body; past it the client gets a 408 and the connection is closed. An idle
-keep-alive connection is closed after KEEPALIVE_TIMEOUT_S.
+REQUEST_READ_TIMEOUT_S from its first byte to the last byte of its body; past it the
+client gets a 408 and the connection is closed. A connection with no request begun, new
+or between requests, is a keep-alive: aiohttp's keep-alive timer closes it quietly (no
+reply written, which the client would read as the answer to its next request) after
+KEEPALIVE_TIMEOUT_S.
 
 Probes: with PROBES_PORT set, /readyz and /metrics are served on that second port only
 (with /healthz), by the same process and application, and the main port answers 404 for
@@ -62,11 +64,6 @@ class JsonErrorRequestHandler(RequestHandler):
     read_timeout_s: float = 0.0
     _read_deadline: asyncio.TimerHandle | None = None
     _read_payload: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        # A connection that never completes a request is cut like a slow one.
-        self._arm_read_deadline()
 
     def data_received(self, data: bytes) -> None:
         # The first byte of the next request arms the deadline. Not an empty call: aiohttp

@@ -113,8 +113,8 @@ class Settings:
     # credentials are never allowed.
     cors_allow_origins: str = "*"
     # Slow clients: a request's headers and body must arrive within this many seconds of
-    # its first byte (or of the connection's opening), else 408 and the connection closes;
-    # 0 turns the deadline off. An idle keep-alive connection closes after
+    # its first byte, else 408 and the connection closes; 0 turns the deadline off. A
+    # connection with no request begun (new, or between requests) closes quietly after
     # keepalive_timeout_s.
     request_read_timeout_s: float = 10.0
     keepalive_timeout_s: float = 75.0

@@ -1,7 +1,8 @@
 """Slow clients against a real `permit-push serve`: a deadline for reading each request.
 
-A trickled header, a trickled body and a silent connection each get a 408 (the contract's
-JSON error) and a closed connection within REQUEST_READ_TIMEOUT_S; a slowloris of
+A trickled header and a trickled body each get a 408 (the contract's JSON error) and a
+closed connection within REQUEST_READ_TIMEOUT_S; a connection that says nothing is a
+keep-alive, closed quietly after KEEPALIVE_TIMEOUT_S; a slowloris of
 hundreds of sockets leaves a normal meter's p99 and the receiver's open files bounded.
 `python -m bench.slowloris` runs the same attack with thousands of sockets.
 """
@@ -26,6 +27,7 @@ from shared.ports import free_port, wait_for_port
 from tests.support.processes import cli, running
 
 DEADLINE_S = 1.0
+KEEPALIVE_S = 3.0
 PUSH_PATH = "/api/OC-TOMA/v1/permits/push"
 JSON = {"Content-Type": "application/json"}
 PUSH_HEAD = b"POST /api/OC-TOMA/v1/permits/push HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -33,11 +35,13 @@ PUSH_HEAD = b"POST /api/OC-TOMA/v1/permits/push HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 @pytest.fixture
 def receiver(pg_settings: Settings, tmp_path: Path) -> Iterator[tuple[int, int, str]]:
-    """(port, pid, a valid token) of a `permit-push serve` with a 1 s read deadline."""
+    """(port, pid, a valid token) of a `permit-push serve` with a 1 s read deadline and a
+    3 s keep-alive timeout."""
     env = {
         "REDIS_URL": pg_settings.redis_url,
         "DATABASE_URL": pg_settings.database_url,
         "REQUEST_READ_TIMEOUT_S": str(DEADLINE_S),
+        "KEEPALIVE_TIMEOUT_S": str(KEEPALIVE_S),
         "RATE_LIMIT_PER_S": "0",
     }
     name = f"slow-meter-{uuid.uuid4().hex[:8]}"
@@ -86,9 +90,8 @@ def assert_408(reply: bytes) -> None:
     [
         (PUSH_HEAD, b"X-Slow: a\r\n"),  # headers that never end
         (PUSH_HEAD + b"Content-Type: application/json\r\nContent-Length: 999\r\n\r\n{", b" "),
-        (b"", b""),  # a connection that says nothing
     ],
-    ids=["trickled-headers", "trickled-body", "silent"],
+    ids=["trickled-headers", "trickled-body"],
 )
 def test_a_slow_request_gets_408_and_is_closed_at_the_deadline(
     receiver: tuple[int, int, str], first: bytes, drip: bytes, tmp_path: Path
@@ -101,6 +104,18 @@ def test_a_slow_request_gets_408_and_is_closed_at_the_deadline(
     log = (tmp_path / "serve.log").read_text(encoding="utf-8")
     assert '"http_read_timeout"' in log
     assert '"level": "error"' not in log and '"status": 500' not in log, log
+
+
+def test_a_connection_that_says_nothing_is_closed_quietly_at_the_keepalive_timeout(
+    receiver: tuple[int, int, str],
+) -> None:
+    """A meter may open its connection before it has a permit to push: that is an idle
+    keep-alive, not a slow request. (It once got a 408 at the read deadline, which the
+    meter then read as the reply to its first push.)"""
+    port, _, _ = receiver
+    took_s, reply = trickle(port, b"", b"", every_s=0.2)
+    assert reply == b""  # closed without a word
+    assert KEEPALIVE_S - 0.1 < took_s < KEEPALIVE_S + 1.0, took_s
 
 
 def test_a_prompt_request_on_a_kept_alive_connection_is_not_cut(
