@@ -87,7 +87,7 @@ async def _start_and_stop(app: web.Application) -> AsyncIterator[None]:
     enqueuer = PermitEnqueuer(
         writer,
         settings,
-        first_ids=reads.first_ids if reads is not None else None,
+        first_ids=reads.start_first_ids if reads is not None else None,
         memory=memory.check,
     )
     app[ENQUEUE] = app[METRICS].timed_flush(enqueuer.enqueue)

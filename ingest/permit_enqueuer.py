@@ -5,7 +5,9 @@ event loop.
 
 The first reference id of a resend comes from Redis while the first send may still be
 queued or was just stored (DEDUP_WINDOW_S), and from the database after that: one read per
-micro-batch, only for the permits Redis did not know. Redis keeps the window in small hash
+micro-batch, started before the claim's Redis round trip so that the two overlap (a lone
+push waits for the slower of them, not for both), and used for the permits Redis did not
+know. Redis keeps the window in small hash
 buckets (``ingest:seen:<slot>:<bucket>``), each entry a 16-byte digest and a 16-byte id:
 one slot per window, two slots alive, so an entry is found for one to two windows.
 """
@@ -25,6 +27,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from redis.exceptions import NoScriptError
 
+from ingest.read_store import FirstIds
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB, SEEN_BUCKETS, SEEN_KEY_PREFIX
 from shared.errors import IdempotencyConflictError, QueueFullError
@@ -35,9 +38,9 @@ from shared.tokens import ClientInfo
 
 log = structlog.get_logger(__name__)
 
-# (client id, fingerprint) pairs -> the reference id stored for each one found; raises
-# when the database cannot answer (SqlReadStore.first_ids).
-FirstIdLookup = Callable[[list[tuple[int, str]]], dict[tuple[int, str], str]]
+# Starts the read of the reference id stored for each (client id, fingerprint) pair
+# (SqlReadStore.start_first_ids); the enqueue takes its answer after its claim round trip.
+StartFirstIds = Callable[[list[tuple[int, str]]], FirstIds]
 # Is Redis past its memory share? Raises QueueFullError if so (ingest.memory.RedisMemory).
 MemoryCheck = Callable[[], None]
 
@@ -156,7 +159,7 @@ class PermitEnqueuer:
         self,
         writer: JobWriter,
         settings: Settings,
-        first_ids: FirstIdLookup | None = None,
+        first_ids: StartFirstIds | None = None,
         memory: MemoryCheck | None = None,
     ) -> None:
         self.writer = writer
@@ -181,8 +184,9 @@ class PermitEnqueuer:
         if self._memory is not None:
             self._memory()  # before any write: a refused batch leaves nothing behind
         claims = [_claim_of(item) for item in items]
+        reading = self._start_first_ids(items, claims)
         outcomes, new = self._claim_reference_ids(items, claims)
-        stored = self._from_database(items, claims, outcomes, new) if new else set()
+        stored = self._from_database(items, claims, outcomes, new, reading) if new else set()
         permits: dict[str, PermitJob] = {}
         for position, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
             if isinstance(outcome, str) and position not in stored:
@@ -274,26 +278,32 @@ class PermitEnqueuer:
             self.redis.script_load(CLAIM_SCRIPT)
         raise AssertionError("unreachable")
 
+    def _start_first_ids(self, items: list[PushItem], claims: list[_Claim]) -> FirstIds | None:
+        """The batch's first-id read, started; None while the database is taken as away."""
+        if self._first_ids is None or time.monotonic() < self._database_back_at:
+            return None  # it failed a moment ago: do not make every batch wait for it
+        pairs = zip(items, claims, strict=True)
+        wanted = {(item.client.id, claim.fingerprint) for item, claim in pairs}
+        return self._first_ids(sorted(wanted))
+
     def _from_database(
         self,
         items: list[PushItem],
         claims: list[_Claim],
         outcomes: list[str | Exception],
         new: list[int],
+        reading: FirstIds | None,
     ) -> set[int]:
-        """Past Redis's window the first id is the database's: ONE read for the batch's
+        """Past Redis's window the first id is the database's: the batch's ONE read, for the
         permits Redis did not know. Found: that id is the answer, nothing is enqueued, and
         Redis learns it for the next resend. Database away: the new id stands, and the
         worker records it as another name of the stored permit. Returns the positions
         found stored."""
         stored: set[int] = set()
-        if self._first_ids is None:
+        if reading is None:
             return stored
-        if time.monotonic() < self._database_back_at:
-            return stored  # it failed a moment ago: do not make every batch wait for it
-        wanted = {(items[i].client.id, claims[i].fingerprint) for i in new}
         try:
-            found = self._first_ids(sorted(wanted))
+            found = reading()
         except Exception as exc:
             log.warning("first_id_lookup_failed", error=type(exc).__name__)
             self._database_back_at = time.monotonic() + DATABASE_RETRY_S

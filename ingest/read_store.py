@@ -7,12 +7,17 @@ a database to read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.errors import ReadsUnavailableError
 from shared.tokens import ClientInfo
+
+# A first-id read under way: call it for the reference id stored for each (client id,
+# fingerprint) found; it raises when the database cannot answer in time.
+FirstIds = Callable[[], dict[tuple[int, str], str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,7 @@ class ReadStore(Protocol):
 
     def owners(self, reference_ids: list[str]) -> dict[str, int]: ...
 
-    def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]: ...
+    def start_first_ids(self, fingerprints: list[tuple[int, str]]) -> FirstIds: ...
 
     async def clients(self) -> dict[str, ClientInfo]:
         """The active clients by token hash: only for a token set Redis lost."""
@@ -67,7 +72,7 @@ class NoDatabase:
     def owners(self, reference_ids: list[str]) -> dict[str, int]:
         raise ReadsUnavailableError(NO_DATABASE)
 
-    def first_ids(self, fingerprints: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    def start_first_ids(self, fingerprints: list[tuple[int, str]]) -> FirstIds:
         raise ReadsUnavailableError(NO_DATABASE)
 
     async def clients(self) -> dict[str, ClientInfo]:

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ingest.read_store import ActiveQuery, PermitStatus
+from ingest.read_store import ActiveQuery, FirstIds, PermitStatus
 from shared.clients import active_clients
 from shared.config import Settings
 from shared.db import make_engine
@@ -119,14 +119,19 @@ class SqlReadStore:
         )
         return {reference_id: client_id for reference_id, client_id in rows}
 
-    def first_ids(self, keys: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
-        """The reference id stored for each (client id, fingerprint) found: ONE query for
-        a micro-batch, on the read pool. The enqueue thread waits at most
-        DEDUP_READ_TIMEOUT_S: a hung database must not hold up pushes (TimeoutError; the
-        new ids stand and the worker aliases them)."""
+    def start_first_ids(self, keys: list[tuple[int, str]]) -> FirstIds:
+        """Start reading the reference id stored for each (client id, fingerprint): ONE
+        query for a micro-batch, on the read pool, while the caller does its Redis round
+        trip. The function returned waits for the answer at most DEDUP_READ_TIMEOUT_S: a
+        hung database must not hold up pushes (TimeoutError; the new ids stand and the
+        worker aliases them)."""
         future = self._executor.submit(self._first_ids_sync, keys)
-        rows = future.result(timeout=self._first_id_timeout_s)
-        return {(client_id, fingerprint): ref for client_id, fingerprint, ref in rows}
+
+        def answer() -> dict[tuple[int, str], str]:
+            rows = future.result(timeout=self._first_id_timeout_s)
+            return {(client_id, fingerprint): ref for client_id, fingerprint, ref in rows}
+
+        return answer
 
     def _first_ids_sync(self, keys: list[tuple[int, str]]) -> list[tuple[int, str, str]]:
         """On this read thread's connection, without an ORM session (per batch it counts)."""
