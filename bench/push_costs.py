@@ -1,0 +1,140 @@
+"""What one push alone waits for, stage by stage: `python -m bench.push_costs [--pushes 400]`.
+
+A lone push is one micro-batch of one permit. Its enqueue runs on the receiver's enqueue
+thread against real Redis (db 13, flushed) and PostgreSQL (database `permit_bench`,
+created and dropped), as in `serve`: the claim round trip (de-dup and queue depth), the
+first-id read on the read pool (started before the claim, so the two overlap), and the
+RQ job's write. Each stage is timed by wrapping the enqueuer's own call, pushes spaced
+5 ms apart so that each is alone. The hop from the event loop to a thread and back is
+timed on uvloop apart. Figures in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from unittest.mock import patch
+
+import uvloop
+
+from bench import pgbase
+from bench.service import Service
+from ingest.permit_enqueuer import PermitEnqueuer, PushItem
+from ingest.read_store_sql import SqlReadStore
+from shared.config import Settings
+from shared.queue import JobWriter
+from shared.redis import make_receiver_redis
+from shared.schemas import load_permit
+from shared.tokens import ClientInfo
+
+T = TypeVar("T")
+REDIS_URL = "redis://127.0.0.1:6379/13"
+CLIENT = ClientInfo(
+    id=1, name="bench", permit_type="meter", rate_per_s=0, rate_burst=0, scope="push"
+)
+
+
+def timed(samples: list[float], call: Callable[..., T]) -> Callable[..., T]:
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            samples.append(time.perf_counter() - started)
+
+    return wrapper
+
+
+def permit(index: int, settings: Settings) -> PushItem:
+    body = {
+        "apiToken": "bench",
+        "Amount": "14.50",
+        "CurrencyID": "CAD",
+        "LicencePlate": f"C{index}",
+        "zone": "Lot 4",
+        "permitNo": f"cost-{time.time_ns()}-{index}",
+        "startTime": "2018-07-02T09:00:00",
+        "endTime": "2018-07-02T09:30:00",
+    }
+    loaded = load_permit(
+        body, timezone=settings.timezone, max_duration=settings.max_permit_duration
+    )
+    return PushItem(CLIENT, loaded, datetime.now(UTC))
+
+
+def enqueue_stages(settings: Settings, pushes: int) -> dict[str, list[float]]:
+    """Seconds per stage, one list per stage, for `pushes` lone single-permit enqueues."""
+    redis = make_receiver_redis(settings)
+    reads = SqlReadStore(settings, settings.database_url)
+    try:
+        writer = JobWriter.connect(redis, settings)
+        enqueuer = PermitEnqueuer(writer, settings, first_ids=reads.start_first_ids)
+        stages: dict[str, list[float]] = {"claim (Redis)": [], "job write (RQ)": []}
+        stages |= {"first-id read (PostgreSQL)": [], "whole enqueue": []}
+        enqueue = timed(stages["whole enqueue"], enqueuer.enqueue)
+        # The enqueuer's own calls, timed where it makes them.
+        claim = timed(stages["claim (Redis)"], enqueuer._run_claim)
+        write = timed(stages["job write (RQ)"], writer.write)
+        with patch.object(enqueuer, "_run_claim", claim), patch.object(writer, "write", write):
+            for index in range(pushes):
+                item = permit(index, settings)
+                enqueue([item])
+                # The read alone, for the same key again (the same query and plan).
+                started = time.perf_counter()
+                reads.start_first_ids([(CLIENT.id, item.fingerprint())])()
+                stages["first-id read (PostgreSQL)"].append(time.perf_counter() - started)
+                time.sleep(0.005)
+        return stages
+    finally:
+        reads.close()
+        redis.flushdb()
+        redis.close()
+
+
+async def thread_hops(count: int) -> list[float]:
+    """Seconds for the event loop to hand a no-op to a thread and have its result back."""
+    loop = asyncio.get_running_loop()
+    samples: list[float] = []
+    with ThreadPoolExecutor(1) as executor:
+        for _ in range(count):
+            started = time.perf_counter()
+            await loop.run_in_executor(executor, int)
+            samples.append(time.perf_counter() - started)
+            await asyncio.sleep(0.002)
+    return samples
+
+
+def summary(name: str, samples: list[float]) -> str:
+    kept = sorted(samples[len(samples) // 10 :])  # the first tenth warms caches up
+    p99 = kept[min(len(kept) - 1, int(len(kept) * 0.99))]
+    return f"  {name:<28}{statistics.median(kept) * 1000:>9.3f}{p99 * 1000:>9.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--pushes", type=int, default=400)
+    args = parser.parse_args()
+    pg = pgbase.PgTarget("127.0.0.1", 5432, "postgres", "permit_bench")
+    pgbase.recreate_database(pg)
+    try:
+        Service(REDIS_URL, pg.sqlalchemy_url()).upgrade()
+        settings = Settings(redis_url=REDIS_URL, database_url=pg.sqlalchemy_url())
+        stages = enqueue_stages(settings, args.pushes)
+        hops = uvloop.run(thread_hops(args.pushes))
+    finally:
+        pgbase.drop_database(pg)
+    print(f"One permit pushed alone, {args.pushes} times: milliseconds")
+    print(f"  {'stage':<28}{'p50':>9}{'p99':>9}")
+    for name, samples in stages.items():
+        print(summary(name, samples))
+    print(summary("event loop -> thread -> loop", hops))
+
+
+if __name__ == "__main__":
+    main()
