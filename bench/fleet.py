@@ -19,7 +19,6 @@ import functools
 import json
 import subprocess
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -39,10 +38,6 @@ MAX_RATE = 64_000.0
 # Permits still queued when the load stops, in seconds of that load: above this, the
 # workers did not keep up and the rate is not one the box can hold.
 BEHIND_BOUND_S = 1.0
-
-# The goals of issue 33, printed beside the figures.
-GOAL_P50_AT_START_MS = 3.0
-GOAL_PEAK_RATIO = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +75,7 @@ def open_loop(
     argv = python_argv(
         "-m",
         "bench.loadclient",
-        *("--port", str(port), "--token", token, "--nonce", uuid.uuid4().hex[:6]),
+        *("--port", str(port), "--token", token, "--nonce", httpbench.run_nonce()),
         *("--mode", "rate", "--rate", f"{rate:.0f}", "--duration", f"{duration_s:g}"),
         *("--connections", str(connections), "--seed", str(seed)),
     )

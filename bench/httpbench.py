@@ -81,15 +81,15 @@ class Target:
 
 def warm_up(target: Target, token: str, wrk: WrkSettings) -> None:
     """A short unreported run: connections, caches and code paths get warm."""
-    run_wrk(target.url, token, _nonce(), WrkSettings(wrk.threads, wrk.connections, WARMUP_S))
+    run_wrk(target.url, token, run_nonce(), WrkSettings(wrk.threads, wrk.connections, WARMUP_S))
 
 
 def one_run(target: Target, token: str, wrk: WrkSettings, redis: Redis) -> LoadResult:
     """One closed-loop wrk run, with the target's and Redis's CPU per request."""
-    run = functools.partial(run_wrk, target.url, token, _nonce(), wrk)
+    run = functools.partial(run_wrk, target.url, token, run_nonce(), wrk)
     return with_cpu(run, target.pids, redis)
 
 
-def _nonce() -> str:
+def run_nonce() -> str:
     # Short: it goes into the plate (25 characters at most) with a thread tag and counter.
     return uuid.uuid4().hex[:6]

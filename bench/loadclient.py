@@ -30,6 +30,8 @@ from typing import cast
 
 import uvloop
 
+from harness.slowloris import raise_file_limit
+
 PUSH_PATH = "/api/OC-TOMA/v1/permits/push"
 _HEAD = (
     "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -88,9 +90,21 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        while (status := self._next_reply()) is not None:
+            if not self.started_at:  # a reply to no request: a server closing an idle one
+                self.stats.unsolicited += 1
+                continue
+            self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
+            self.stats.latencies_s.append(time.perf_counter() - self.started_at)
+            self.stats.outstanding -= 1
+            self.started_at = 0.0
+            self.on_idle(self)
+
+    def _next_reply(self) -> int | None:
+        """The status of the next whole reply in the buffer, taken out of it; else None."""
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
-            return
+            return None
         head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
         length = 0
         for line in head[1:]:
@@ -98,17 +112,9 @@ class Connection(asyncio.Protocol):
             if name.strip().lower() == "content-length":
                 length = int(value)
         if len(self.buffer) < end + 4 + length:
-            return
+            return None
         del self.buffer[: end + 4 + length]
-        status = int(head[0].split()[1])
-        if not self.started_at:  # a reply to no request: a server closing an idle one
-            self.stats.unsolicited += 1
-            return
-        self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
-        self.stats.latencies_s.append(time.perf_counter() - self.started_at)
-        self.stats.outstanding -= 1
-        self.started_at = 0.0
-        self.on_idle(self)
+        return int(head[0].split()[1])
 
 
 class Generator:
@@ -188,7 +194,7 @@ async def run_count(gen: Generator, count: int) -> float:
             gen.idle = idle[position:]
             break
         conn.send(gen.next_request(), time.perf_counter())
-    while sum(gen.stats.statuses.values()) < count:
+    while sum(gen.stats.statuses.values()) + gen.stats.lost < count:
         await asyncio.sleep(0.005)
     return time.perf_counter() - start
 
@@ -207,6 +213,7 @@ def percentile_ms(values: list[float], pct: float) -> float:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    raise_file_limit(args.connections + 256)  # a socket a meter, and the rest
     gen = Generator(args.token, args.nonce, args.seed)
     conns = await open_connections(gen, args.port, args.connections)
     gen.idle.extend(conns)

@@ -4,9 +4,10 @@ A lone push is one micro-batch of one permit. Its enqueue runs on the receiver's
 thread against real Redis (db 13, flushed) and PostgreSQL (database `permit_bench`,
 created and dropped), as in `serve`: the claim round trip (de-dup and queue depth), the
 first-id read on the read pool (started before the claim, so the two overlap), and the
-RQ job's write. Each stage is timed by wrapping the enqueuer's own call, pushes spaced
-5 ms apart so that each is alone. The hop from the event loop to a thread and back is
-timed on uvloop apart. Figures in docs/performance.md.
+RQ job's write. The claim and the write are timed by wrapping the enqueuer's own calls;
+the read, which runs beside the claim there, is timed alone right after each enqueue, for
+the same key. Pushes are spaced 5 ms apart so that each is alone. The hop from the event
+loop to a thread and back is timed on uvloop apart. Figures in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def enqueue_stages(settings: Settings, pushes: int) -> dict[str, list[float]]:
                 enqueue([item])
                 # The read alone, for the same key again (the same query and plan).
                 started = time.perf_counter()
-                reads.start_first_ids([(CLIENT.id, item.fingerprint())])()
+                reads.start_first_ids([(CLIENT.id, item.fingerprint())]).answer()
                 stages["first-id read (PostgreSQL)"].append(time.perf_counter() - started)
                 time.sleep(0.005)
         return stages

@@ -66,7 +66,7 @@ class Report:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n", 1)[0])
-    p.add_argument("--quick", action="store_true", help="short runs, small sizes (~2 min)")
+    p.add_argument("--quick", action="store_true", help="short runs, small sizes (about 4 min)")
     p.add_argument("--only", default=",".join(PHASES), help=f"comma list of: {','.join(PHASES)}")
     p.add_argument("--duration", type=float, help="seconds per wrk run (default 10; quick 3)")
     p.add_argument("--repeats", type=int, help="wrk runs per target, median kept (3; quick 1)")

@@ -185,8 +185,15 @@ class PermitEnqueuer:
             self._memory()  # before any write: a refused batch leaves nothing behind
         claims = [_claim_of(item) for item in items]
         reading = self._start_first_ids(items, claims)
-        outcomes, new = self._claim_reference_ids(items, claims)
-        stored = self._from_database(items, claims, outcomes, new, reading) if new else set()
+        try:
+            outcomes, new = self._claim_reference_ids(items, claims)
+            stored = self._from_database(items, claims, outcomes, new, reading) if new else set()
+        finally:
+            if reading is not None:
+                # Unanswered (the claim failed, or Redis knew every permit): a read still
+                # waiting for a read thread is dropped, not left for the status reads to
+                # queue behind.
+                reading.cancel()
         permits: dict[str, PermitJob] = {}
         for position, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
             if isinstance(outcome, str) and position not in stored:
@@ -284,7 +291,15 @@ class PermitEnqueuer:
             return None  # it failed a moment ago: do not make every batch wait for it
         pairs = zip(items, claims, strict=True)
         wanted = {(item.client.id, claim.fingerprint) for item, claim in pairs}
-        return self._first_ids(sorted(wanted))
+        try:
+            return self._first_ids(sorted(wanted))
+        except Exception as exc:
+            self._database_away(exc)
+            return None
+
+    def _database_away(self, exc: Exception) -> None:
+        log.warning("first_id_lookup_failed", error=type(exc).__name__)
+        self._database_back_at = time.monotonic() + DATABASE_RETRY_S
 
     def _from_database(
         self,
@@ -303,10 +318,9 @@ class PermitEnqueuer:
         if reading is None:
             return stored
         try:
-            found = reading()
+            found = reading.answer()
         except Exception as exc:
-            log.warning("first_id_lookup_failed", error=type(exc).__name__)
-            self._database_back_at = time.monotonic() + DATABASE_RETRY_S
+            self._database_away(exc)
             return stored
         if not found:
             return stored

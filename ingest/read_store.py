@@ -7,7 +7,6 @@ a database to read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -15,9 +14,18 @@ from typing import Any, Protocol
 from shared.errors import ReadsUnavailableError
 from shared.tokens import ClientInfo
 
-# A first-id read under way: call it for the reference id stored for each (client id,
-# fingerprint) found; it raises when the database cannot answer in time.
-FirstIds = Callable[[], dict[tuple[int, str], str]]
+
+class FirstIds(Protocol):
+    """A first-id read under way (SqlReadStore.start_first_ids)."""
+
+    def answer(self) -> dict[tuple[int, str], str]:
+        """The reference id stored for each (client id, fingerprint) found; raises when
+        the database cannot answer in time."""
+        ...
+
+    def cancel(self) -> None:
+        """Not wanted after all: a read still waiting for a read thread never runs."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

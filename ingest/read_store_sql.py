@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -122,16 +122,10 @@ class SqlReadStore:
     def start_first_ids(self, keys: list[tuple[int, str]]) -> FirstIds:
         """Start reading the reference id stored for each (client id, fingerprint): ONE
         query for a micro-batch, on the read pool, while the caller does its Redis round
-        trip. The function returned waits for the answer at most DEDUP_READ_TIMEOUT_S: a
-        hung database must not hold up pushes (TimeoutError; the new ids stand and the
-        worker aliases them)."""
+        trip. Its answer waits at most DEDUP_READ_TIMEOUT_S: a hung database must not
+        hold up pushes (TimeoutError; the new ids stand and the worker aliases them)."""
         future = self._executor.submit(self._first_ids_sync, keys)
-
-        def answer() -> dict[tuple[int, str], str]:
-            rows = future.result(timeout=self._first_id_timeout_s)
-            return {(client_id, fingerprint): ref for client_id, fingerprint, ref in rows}
-
-        return answer
+        return _FirstIdRead(future, self._first_id_timeout_s)
 
     def _first_ids_sync(self, keys: list[tuple[int, str]]) -> list[tuple[int, str, str]]:
         """On this read thread's connection, without an ORM session (per batch it counts)."""
@@ -159,6 +153,19 @@ class SqlReadStore:
                 connection.close()
             self._connections.clear()
         self._engine.dispose()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FirstIdRead:
+    future: Future[list[tuple[int, str, str]]]
+    timeout_s: float
+
+    def answer(self) -> dict[tuple[int, str], str]:
+        rows = self.future.result(timeout=self.timeout_s)
+        return {(client_id, fingerprint): ref for client_id, fingerprint, ref in rows}
+
+    def cancel(self) -> None:
+        self.future.cancel()
 
 
 def _read_engine(settings: Settings, database_url: str, threads: int) -> Engine:

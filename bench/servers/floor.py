@@ -13,7 +13,7 @@ design's parts cost whoever writes the receiver.
 
 The jobs go to a queue of their own that no worker drains (the bench flushes its db).
 `--validate-only` answers each permit with a fresh id once marshmallow has passed it, with
-no batch and no Redis: the floor without RQ, run by hand (docs/performance.md).
+no batch and no Redis: the floor without RQ, run by hand.
 
     REDIS_URL=redis://127.0.0.1:6379/13 python -m bench.servers.floor --port 8083
 """

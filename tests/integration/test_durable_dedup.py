@@ -207,7 +207,7 @@ def test_migration_0005_fingerprints_rows_with_the_current_normal_forms(
     # The receiver finds the first id of each in ONE read.
     reads = SqlReadStore(pg_settings, pg_settings.database_url)
     try:
-        found = reads.start_first_ids([(1, expected(no)) for no in "ABC"])()
+        found = reads.start_first_ids([(1, expected(no)) for no in "ABC"]).answer()
     finally:
         reads.close()
     assert found == {
@@ -250,7 +250,7 @@ def test_the_first_id_read_probes_the_unique_index_on_a_small_table(
     keys = [(client_id, stored), (client_id, "0" * 64), (client_id + 1, stored)]
     reads = SqlReadStore(pg_settings, pg_settings.database_url)
     try:
-        assert reads.start_first_ids(keys)() == {(client_id, stored): "ref-42"}
+        assert reads.start_first_ids(keys).answer() == {(client_id, stored): "ref-42"}
     finally:
         reads.close()
     document = json.dumps([{"client_id": c, "fingerprint": f} for c, f in keys])

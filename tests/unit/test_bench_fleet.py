@@ -117,3 +117,35 @@ async def test_a_stalled_server_shows_in_the_latency_of_requests_scheduled_meanw
     # The ~60 requests scheduled during the stall waited for the connection, and count it.
     p99 = result["p99_ms"]
     assert isinstance(p99, float) and p99 >= 150
+
+
+class ClosesAfterEachReply(asyncio.Protocol):
+    """A server with the old keep-alive fault: after its reply to a push, a 408 that
+    no request asked for, and the connection closed."""
+
+    REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.received = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        if b"}" in self.received:  # the whole permit body is in
+            assert isinstance(self.transport, asyncio.Transport)
+            self.transport.write(self.REPLY + self.TIMEOUT)
+            self.transport.close()
+
+
+async def test_replies_nobody_asked_for_count_as_errors() -> None:
+    server = await asyncio.get_running_loop().create_server(ClosesAfterEachReply, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await main_async(client_args(port, connections=60, rate=100.0, duration=0.4))
+    finally:
+        server.close()
+    answered = result["requests"]
+    assert isinstance(answered, int) and answered > 0
+    assert result["unsolicited"] == answered  # each 200 came with a 408 behind it
+    assert result["errors"] == answered + result["unanswered"]

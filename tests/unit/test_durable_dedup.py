@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from ingest.read_store_sql import SqlReadStore
 from ingest.routes import API_PREFIX, DELETE_PATH, PUSH_PATH, UPDATE_PATH
 from shared.config import Settings
 from shared.constants import REFERENCE_KEY_PREFIX, SEEN_KEY_PREFIX
-from shared.errors import ReadsUnavailableError
+from shared.errors import QueueFullError, ReadsUnavailableError
 from shared.models import Permit, PermitAlias
 from tests.factories import make_payload, permits_queue, run_worker
 from worker.context import init_context
@@ -116,7 +117,7 @@ async def test_resend_past_the_window_is_answered_by_one_read_per_batch(
             push(client, token, permitNo="NEW"),
         )
     assert [reply["reference_id"] for _, reply in replies[:5]] == refs
-    assert [len(keys) for keys in calls] == [6]  # ONE read, for the six Redis did not know
+    assert [len(keys) for keys in calls] == [6]  # ONE read for the batch of six
     run_all(redis)
     assert len(rows(sessions)) == 6
 
@@ -218,6 +219,33 @@ async def test_the_first_id_read_runs_while_redis_claims_the_ids(
         took_s = time.monotonic() - started
     assert status == 200
     assert 0.3 <= took_s < 0.55, took_s  # one after the other: 0.6 s at least
+
+
+async def test_a_batch_refused_by_redis_leaves_no_first_id_read_queued(
+    client: TestClient, redis: fakeredis.FakeRedis, token: str, settings: Settings
+) -> None:
+    """The read starts before the claim; when the claim fails, a read still waiting for a
+    read thread is dropped, not left for the status and lookup reads to queue behind."""
+    hold, calls = threading.Event(), []
+
+    def held(self: SqlReadStore, keys: list[tuple[int, str]]) -> Any:
+        calls.append(keys)
+        hold.wait(5)
+        return []
+
+    def refused(self: PermitEnqueuer, *args: Any) -> Any:
+        raise QueueFullError("full")
+
+    pushes = settings.read_threads + 6
+    with (
+        mock.patch.object(SqlReadStore, "_first_ids_sync", held),
+        mock.patch.object(PermitEnqueuer, "_run_claim", refused),
+    ):
+        statuses = [(await push(client, token, permitNo=f"F{i}"))[0] for i in range(pushes)]
+        hold.set()
+        await asyncio.sleep(0.2)  # any read still queued would run now
+    assert statuses == [503] * pushes
+    assert len(calls) <= settings.read_threads  # only those a thread had already taken
 
 
 async def test_a_hung_database_does_not_hold_up_pushes(

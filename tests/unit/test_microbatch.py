@@ -61,6 +61,25 @@ async def test_items_gather_while_every_slot_is_busy() -> None:
     await batcher.close()
 
 
+async def test_with_no_window_a_lone_item_goes_at_once_and_the_next_gather_behind_it() -> None:
+    """BATCH_WINDOW_MS=0, the default: nothing waits for company while a slot is free."""
+    flush = RecordingFlush()
+    flush.release.clear()
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=0, max_size=100, concurrency=1
+    )
+    first = asyncio.ensure_future(batcher.submit(0))
+    for _ in range(3):  # a few turns of the loop, no time: the batch is already out
+        await asyncio.sleep(0)
+    assert batcher._in_flight, "a lone item waited"
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 6)]
+    flush.release.set()
+    assert await asyncio.wait_for(first, 5) == 0
+    assert [await f for f in later] == [i * 10 for i in range(1, 6)]
+    assert flush.sizes == [1, 5]
+    await batcher.close()
+
+
 async def test_an_item_error_fails_only_that_item() -> None:
     batcher: MicroBatcher[int, int] = MicroBatcher(
         "test", RecordingFlush(), window_s=0.01, max_size=10, concurrency=1
