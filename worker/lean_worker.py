@@ -15,9 +15,13 @@ new on a busy worker, and `LeanWorker` skips or merges them:
   is written, that keeps the job's `last_heartbeat` fresh while a success or failure
   callback runs. Skipped for jobs without such a callback (this service sets none); the
   outcome's own transaction follows at once and records `ended_at`.
+- **Dependents**: before a success is written, RQ WATCHes the job's dependents key and
+  reads it (SMEMBERS), two round trips, to enqueue jobs that waited for this one. This
+  service enqueues no job with `depends_on`, so the success transaction is written
+  without them (a job that did have dependents would leave them deferred).
 
 What stays untouched: every registry move, the job's status and its heartbeats while it
-runs, the success transaction, retries and failures. `tests/unit/test_rq_pins.py` breaks
+runs, the success transaction's contents, retries and failures. `tests/unit/test_rq_pins.py` breaks
 if an RQ release renames or reorders the methods this relies on.
 """
 
@@ -35,6 +39,8 @@ from redis.client import Pipeline
 from rq import SimpleWorker, worker_registration
 from rq.job import Job
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.repeat import Repeat
 from rq.utils import now as utc_now
 from rq.worker import WorkerStatus
 
@@ -142,6 +148,37 @@ class LeanWorker(SimpleWorker):
             job.ended_at = utc_now()  # all of RQ's but the heartbeat: no callback to cover
             return
         super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry
+    ) -> None:
+        """RQ's, less the WATCH and SMEMBERS of the job's dependents and the retry loop the
+        WATCH needs: the same MULTI/EXEC of counts, result, repeat or clean-up, registries.
+        RQ's "Successfully completed" line is not made: shared/logging drops it anyway."""
+        started_at, ended_at = job.started_at, job.ended_at
+        if started_at is None or ended_at is None:  # RQ sets both before it calls this
+            raise RuntimeError(f"job {job.id} succeeded without its start and end times")
+        with self.connection.pipeline() as pipeline:
+            pipeline.multi()
+            self.increment_successful_job_count(pipeline=pipeline)
+            self.increment_total_working_time(ended_at - started_at, pipeline)
+            result_ttl = job.get_result_ttl(self.default_result_ttl)
+            if result_ttl != 0:
+                execution = self.execution
+                job._handle_success(
+                    result_ttl,
+                    pipeline=pipeline,
+                    worker_name=self.name,
+                    execution_id=execution.id if execution else None,
+                    execution_started_at=execution.created_at if execution else None,
+                    execution_ended_at=ended_at,
+                )
+            if job.repeats_left is not None and job.repeats_left > 0:
+                Repeat.schedule(job, queue, pipeline=pipeline)
+            else:
+                job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+            self.cleanup_execution(job, pipeline=pipeline)
+            pipeline.execute()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """SimpleWorker.execute_job, with its idle state and the loop's heartbeat in one trip."""

@@ -30,6 +30,7 @@ from shared.durability import NO_WAIT
 from shared.logging import RQ_PER_JOB_LINES
 from shared.queue import JOB_SERIALIZER, JobWriter, OrjsonSerializer
 from tests.factories import make_permit_job
+from worker.lean_worker import LeanWorker
 
 
 def test_rq_is_the_major_version_these_pins_were_written_for() -> None:
@@ -116,6 +117,29 @@ def test_rq_marks_a_stop_requested_mid_job_in_this_attribute() -> None:
     assert loop.index("self.run_maintenance_tasks()") < loop.index("if self._stop_requested:")
 
 
+def _calls_in_order(method: Callable[..., object]) -> list[str]:
+    """The methods ``method`` calls, in source order, its log lines left out."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(method))).body[0]
+    calls = [
+        node
+        for node in ast.walk(body)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    ]
+    calls.sort(key=lambda node: (node.lineno, node.col_offset))
+    names = [node.func.attr for node in calls]  # type: ignore[attr-defined]
+    return [name for name in names if name not in ("debug", "info")]
+
+
+def test_the_lean_worker_writes_a_success_as_rq_does_but_for_the_dependents() -> None:
+    """LeanWorker.handle_job_success is RQ's without the WATCH and SMEMBERS of dependents:
+    any other step RQ adds or drops must be looked at there."""
+    dependents = ("watch", "enqueue_dependents")
+    rq_steps = _calls_in_order(BaseWorker.handle_job_success)
+    assert set(dependents) <= set(rq_steps)
+    ours = [step for step in rq_steps if step not in dependents]
+    assert _calls_in_order(LeanWorker.handle_job_success) == ours
+
+
 @pytest.mark.parametrize(
     ("method", "parameters"),
     [
@@ -125,6 +149,7 @@ def test_rq_marks_a_stop_requested_mid_job_in_this_attribute() -> None:
         (BaseWorker.set_state, ["self", "state", "pipeline"]),
         (BaseWorker.check_for_suspension, ["self", "burst"]),
         (BaseWorker.get_state, ["self"]),
+        (BaseWorker.handle_job_success, ["self", "job", "queue", "started_job_registry"]),
     ],
 )
 def test_the_worker_methods_the_lean_worker_overrides(
