@@ -8,7 +8,8 @@ new on a busy worker, and `LeanWorker` skips or merges them:
   before the next dequeue), each as two separate commands. Here one pipelined refresh
   after the job also sets the idle state, and a refresh is skipped while the key still
   lives nearly as long as asked (it lives `worker_ttl + 60` s).
-- **The idle state** is set twice in a row (after the job, and as the dequeue starts).
+- **The idle state** is set twice in a row (after the job, and as the dequeue starts);
+  after a success it goes, with the heartbeat, into the success's own transaction.
 - **The suspension check** (`rq suspend`) runs before every dequeue; here at most once a
   second, so a suspension takes effect within a second.
 - **The job's heartbeat as it ends**: a round trip of its own, right before the outcome
@@ -65,6 +66,7 @@ class LeanWorker(SimpleWorker):
         # Set by SIGTERM/SIGINT before RQ's own handling, which may fail on a Redis that is
         # gone: the runner must then stop, not wait for Redis (worker/runner.py).
         self.stop_signalled = False
+        self._idle_written = False  # the job's success wrote the idle state and heartbeat
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         timeout = timeout or self.worker_ttl + 60
@@ -178,12 +180,21 @@ class LeanWorker(SimpleWorker):
             else:
                 job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
             self.cleanup_execution(job, pipeline=pipeline)
+            # The worker's idle state and its heartbeat ride in the same transaction, so
+            # after a success execute_job has no round trip of its own left to make.
+            self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+            self.heartbeat(pipeline=pipeline)
             pipeline.execute()
+        self._idle_written = True
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """SimpleWorker.execute_job, with its idle state and the loop's heartbeat in one trip."""
+        """SimpleWorker.execute_job, with its idle state and the loop's heartbeat in one trip
+        (in the success's own transaction when the job succeeded)."""
+        self._idle_written = False
         self.prepare_execution(job)
         self.perform_job(job, queue)
+        if self._idle_written:
+            return
         with self.connection.pipeline(transaction=False) as pipe:
             self.set_state(WorkerStatus.IDLE, pipeline=pipe)
             self.heartbeat(pipeline=pipe)

@@ -131,12 +131,16 @@ def _calls_in_order(method: Callable[..., object]) -> list[str]:
 
 
 def test_the_lean_worker_writes_a_success_as_rq_does_but_for_the_dependents() -> None:
-    """LeanWorker.handle_job_success is RQ's without the WATCH and SMEMBERS of dependents:
-    any other step RQ adds or drops must be looked at there."""
+    """LeanWorker.handle_job_success is RQ's without the WATCH and SMEMBERS of dependents
+    (and with the worker's idle state): any other step RQ adds or drops must be looked at
+    there."""
     dependents = ("watch", "enqueue_dependents")
     rq_steps = _calls_in_order(BaseWorker.handle_job_success)
     assert set(dependents) <= set(rq_steps)
     ours = [step for step in rq_steps if step not in dependents]
+    assert ours[-1] == "execute"
+    # Ours also writes the worker's idle state and heartbeat in the same transaction.
+    ours[-1:] = ["set_state", "heartbeat", "execute"]
     assert _calls_in_order(LeanWorker.handle_job_success) == ours
 
 
