@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 import uuid
@@ -12,7 +11,7 @@ from pathlib import Path
 import psycopg
 from redis import Redis
 
-from bench import pgbase, rqstate
+from bench import loadclient, pgbase, rqstate
 from bench.procs import (
     BenchError,
     CpuMeter,
@@ -100,30 +99,11 @@ def wait_all_rows(
 
 def push_count(port: int, token: str, count: int, connections: int) -> int:
     """Push `count` unique permits through the receiver; return how many got a 200."""
-    argv = python_argv(
-        "-m",
-        "bench.loadclient",
-        "--port",
-        str(port),
-        "--token",
-        token,
-        "--nonce",
-        uuid.uuid4().hex[:6],
-        "--mode",
-        "count",
-        "--count",
-        str(count),
-        "--connections",
-        str(connections),
-    )
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
-    for line in out.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
-            result = json.loads(line.removeprefix("BENCH_JSON "))
-            if result["errors"]:
-                raise BenchError(f"pushes failed: {result['statuses']}")
-            return int(result["requests"])
-    raise BenchError(f"load client printed no result: {out.stderr.strip()[-2000:]}")
+    options = ("--mode", "count", "--count", str(count), "--connections", str(connections))
+    result = loadclient.run_in_process(port, token, *options, timeout_s=1800)
+    if result["errors"]:
+        raise BenchError(f"pushes failed: {result['statuses']}")
+    return int(result["requests"])
 
 
 def end_to_end(

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import httpbench, rqstate
+from bench import httpbench, loadclient, rqstate
 from bench.drain import Stores, wait_workers
-from bench.procs import BenchError, CpuMeter, ProcessGroup, python_argv
+from bench.procs import BenchError, CpuMeter, ProcessGroup
 from bench.results import LoadResult
 from shared.ports import free_port
 
@@ -68,35 +66,6 @@ class FleetResult:
     at_80: FleetRun | None = None
 
 
-def open_loop(
-    port: int, token: str, rate: float, duration_s: float, connections: int, seed: int = 0
-) -> LoadResult:
-    """bench.loadclient in rate mode, in its own process."""
-    argv = python_argv(
-        "-m",
-        "bench.loadclient",
-        *("--port", str(port), "--token", token, "--nonce", httpbench.run_nonce()),
-        *("--mode", "rate", "--rate", f"{rate:.0f}", "--duration", f"{duration_s:g}"),
-        *("--connections", str(connections), "--seed", str(seed)),
-    )
-    out = subprocess.run(
-        argv, capture_output=True, text=True, timeout=duration_s + 120, check=False
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
-            raw = json.loads(line.removeprefix("BENCH_JSON "))
-            return LoadResult(
-                raw["requests"],
-                raw["errors"],
-                raw["seconds"],
-                raw["p50_ms"],
-                raw["p99_ms"],
-                raw["client_cpu_pct"],
-                p999_ms=raw["p999_ms"],
-            )
-    raise BenchError(f"load client printed no result: {out.stderr.strip()[-2000:]}")
-
-
 def batch_figures(port: int) -> tuple[float, float]:
     """(permits, batches) the receiver has counted so far: its batch-size histogram."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
@@ -129,81 +98,93 @@ def find_peak(run_at: Callable[[float], FleetRun]) -> tuple[float, list[FleetRun
     return good, runs
 
 
-def measure(
-    group: ProcessGroup,
-    stores: Stores,
-    token: str,
-    *,
-    processes: int,
-    workers: int,
-    connections: int,
-    duration_s: float,
-) -> FleetResult:
-    result = FleetResult(connections, duration_s)
-    port = free_port()
-    with httpbench.running(
-        group, lambda: httpbench.start_bare(group, port, processes), port
-    ) as pids:
-        run_bare = functools.partial(_bare_run, port, token, pids, stores, connections, duration_s)
-        result.peak["bare"], result.runs["bare"] = find_peak(run_bare)
-    with _one_box(group, stores, token, processes, workers, connections, duration_s) as run_push:
-        result.peak["permit-push"], result.runs["permit-push"] = find_peak(run_push)
-        if result.peak["permit-push"]:
-            result.at_80 = run_push(0.8 * result.peak["permit-push"])
-    return result
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """The phase's settings and what it runs against; `measure` runs it."""
 
+    group: ProcessGroup
+    stores: Stores
+    token: str
+    processes: int
+    workers: int
+    connections: int
+    duration_s: float
 
-def _bare_run(
-    port: int,
-    token: str,
-    pids: list[int],
-    stores: Stores,
-    connections: int,
-    duration_s: float,
-    rate: float,
-) -> FleetRun:
-    load = functools.partial(open_loop, port, token, rate, duration_s, connections)
-    return FleetRun(rate, httpbench.with_cpu(load, pids, stores.redis))
+    def measure(self) -> FleetResult:
+        result = FleetResult(self.connections, self.duration_s)
+        with self._bare() as run_bare:
+            result.peak["bare"], result.runs["bare"] = find_peak(run_bare)
+        with self._one_box() as run_push:
+            result.peak["permit-push"], result.runs["permit-push"] = find_peak(run_push)
+            if result.peak["permit-push"]:
+                result.at_80 = run_push(0.8 * result.peak["permit-push"])
+        return result
 
+    def _load(
+        self, port: int, pids: list[int], rate: float, duration_s: float | None = None
+    ) -> LoadResult:
+        """One open-loop run (bench.loadclient in its own process), with the target's and
+        Redis's CPU per request."""
+        duration_s = duration_s or self.duration_s
+        options = [
+            *("--mode", "rate", "--rate", f"{rate:.0f}", "--duration", f"{duration_s:g}"),
+            *("--connections", str(self.connections)),
+        ]
 
-@contextlib.contextmanager
-def _one_box(
-    group: ProcessGroup,
-    stores: Stores,
-    token: str,
-    processes: int,
-    workers: int,
-    connections: int,
-    duration_s: float,
-) -> Iterator[Callable[[float], FleetRun]]:
-    """permit-push's receivers and workers started; yields a function running one rate."""
-    service, redis = stores.service, stores.redis
-    port = free_port()
-    worker_procs = service.start_workers(group, workers)
-    try:
-        wait_workers(stores, group, workers)
-        start = functools.partial(service.start_receiver, group, port, processes)
-        with httpbench.running(group, start, port) as pids:
+        def load() -> LoadResult:
+            raw = loadclient.run_in_process(port, self.token, *options, timeout_s=duration_s + 120)
+            return LoadResult(
+                raw["requests"],
+                raw["errors"],
+                raw["seconds"],
+                raw["p50_ms"],
+                raw["p99_ms"],
+                raw["client_cpu_pct"],
+                p999_ms=raw["p999_ms"],
+            )
 
-            def run_at(rate: float) -> FleetRun:
-                rqstate.wait_drained(redis, service.queue_name, group)
-                rqstate.reset_keep_tokens(redis)
-                cpu = CpuMeter([p.pid for p in worker_procs])
-                permits0, batches0 = batch_figures(port)
-                load = functools.partial(open_loop, port, token, rate, duration_s, connections)
-                run = httpbench.with_cpu(load, pids, redis)
-                queued_jobs = rqstate.queue_length(redis, service.queue_name)
-                permits, batches = batch_figures(port)
-                mean_batch = (permits - permits0) / max(batches - batches0, 1)
-                return FleetRun(
-                    rate,
-                    run,
-                    mean_batch=mean_batch,
-                    behind_s=queued_jobs * mean_batch / rate,
-                    worker_cpu_us=cpu.used() * 1e6 / max(run.requests, 1),
-                )
+        return httpbench.with_cpu(load, pids, self.stores.redis)
 
-            yield run_at
-    finally:
-        for proc in worker_procs:
-            group.stop(proc)
+    @contextlib.contextmanager
+    def _bare(self) -> Iterator[Callable[[float], FleetRun]]:
+        """The bare handler started; yields a function running one rate against it."""
+        port = free_port()
+        start = functools.partial(httpbench.start_bare, self.group, port, self.processes)
+        with httpbench.running(self.group, start, port) as pids:
+            self._load(port, pids, START_RATE, httpbench.WARMUP_S)  # unreported
+            yield lambda rate: FleetRun(rate, self._load(port, pids, rate))
+
+    @contextlib.contextmanager
+    def _one_box(self) -> Iterator[Callable[[float], FleetRun]]:
+        """permit-push's receivers and workers started; yields a function running one rate."""
+        group, service, redis = self.group, self.stores.service, self.stores.redis
+        port = free_port()
+        worker_procs = service.start_workers(group, self.workers)
+        try:
+            wait_workers(self.stores, group, self.workers)
+            start = functools.partial(service.start_receiver, group, port, self.processes)
+            with httpbench.running(group, start, port) as pids:
+                # Unreported: connections, caches and code paths get warm, as in phase 1.
+                self._load(port, pids, START_RATE, httpbench.WARMUP_S)
+
+                def run_at(rate: float) -> FleetRun:
+                    rqstate.wait_drained(redis, service.queue_name, group)
+                    rqstate.reset_keep_tokens(redis)
+                    cpu = CpuMeter([p.pid for p in worker_procs])
+                    permits0, batches0 = batch_figures(port)
+                    run = self._load(port, pids, rate)
+                    queued_jobs = rqstate.queue_length(redis, service.queue_name)
+                    permits, batches = batch_figures(port)
+                    mean_batch = (permits - permits0) / max(batches - batches0, 1)
+                    return FleetRun(
+                        rate,
+                        run,
+                        mean_batch=mean_batch,
+                        behind_s=queued_jobs * mean_batch / rate,
+                        worker_cpu_us=cpu.used() * 1e6 / max(run.requests, 1),
+                    )
+
+                yield run_at
+        finally:
+            for proc in worker_procs:
+                group.stop(proc)

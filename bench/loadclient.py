@@ -22,11 +22,13 @@ import argparse
 import asyncio
 import json
 import random
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import uvloop
 
@@ -241,6 +243,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         # The client shares the cores with the server: say how much of one it took.
         "client_cpu_pct": 100 * (time.process_time() - cpu_started) / elapsed,
     }
+
+
+def run_in_process(port: int, token: str, *options: str, timeout_s: float) -> dict[str, Any]:
+    """This client in a process of its own, with a fresh nonce (new permits); its result."""
+    from bench.httpbench import run_nonce  # the bench's side only, not the client's
+    from bench.procs import BenchError
+
+    argv = [sys.executable, "-m", "bench.loadclient", "--port", str(port), "--token", token]
+    argv += ["--nonce", run_nonce(), *options]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return dict(json.loads(line.removeprefix("BENCH_JSON ")))
+    raise BenchError(f"load client printed no result: {out.stderr.strip()[-2000:]}")
 
 
 def parse_args() -> argparse.Namespace:

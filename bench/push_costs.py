@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,13 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from unittest.mock import patch
 
+import orjson
 import uvloop
 
 from bench import pgbase
+from bench.httpbench import run_nonce
+from bench.loadclient import percentile_ms, permit_body
+from bench.servers.floor import CLIENT
 from bench.service import Service
 from ingest.permit_enqueuer import PermitEnqueuer, PushItem
 from ingest.read_store_sql import SqlReadStore
@@ -32,13 +35,9 @@ from shared.config import Settings
 from shared.queue import JobWriter
 from shared.redis import make_receiver_redis
 from shared.schemas import load_permit
-from shared.tokens import ClientInfo
 
 T = TypeVar("T")
 REDIS_URL = "redis://127.0.0.1:6379/13"
-CLIENT = ClientInfo(
-    id=1, name="bench", permit_type="meter", rate_per_s=0, rate_burst=0, scope="push"
-)
 
 
 def timed(samples: list[float], call: Callable[..., T]) -> Callable[..., T]:
@@ -52,17 +51,9 @@ def timed(samples: list[float], call: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def permit(index: int, settings: Settings) -> PushItem:
-    body = {
-        "apiToken": "bench",
-        "Amount": "14.50",
-        "CurrencyID": "CAD",
-        "LicencePlate": f"C{index}",
-        "zone": "Lot 4",
-        "permitNo": f"cost-{time.time_ns()}-{index}",
-        "startTime": "2018-07-02T09:00:00",
-        "endTime": "2018-07-02T09:30:00",
-    }
+def permit(nonce: str, index: int, settings: Settings) -> PushItem:
+    """A new, valid permit, as the bench's load client sends them."""
+    body = orjson.loads(permit_body("bench", nonce, index))
     loaded = load_permit(
         body, timezone=settings.timezone, max_duration=settings.max_permit_duration
     )
@@ -82,9 +73,10 @@ def enqueue_stages(settings: Settings, pushes: int) -> dict[str, list[float]]:
         # The enqueuer's own calls, timed where it makes them.
         claim = timed(stages["claim (Redis)"], enqueuer._run_claim)
         write = timed(stages["job write (RQ)"], writer.write)
+        nonce = run_nonce()
         with patch.object(enqueuer, "_run_claim", claim), patch.object(writer, "write", write):
             for index in range(pushes):
-                item = permit(index, settings)
+                item = permit(nonce, index, settings)
                 enqueue([item])
                 # The read alone, for the same key again (the same query and plan).
                 started = time.perf_counter()
@@ -112,9 +104,8 @@ async def thread_hops(count: int) -> list[float]:
 
 
 def summary(name: str, samples: list[float]) -> str:
-    kept = sorted(samples[len(samples) // 10 :])  # the first tenth warms caches up
-    p99 = kept[min(len(kept) - 1, int(len(kept) * 0.99))]
-    return f"  {name:<28}{statistics.median(kept) * 1000:>9.3f}{p99 * 1000:>9.3f}"
+    kept = samples[len(samples) // 10 :]  # the first tenth warms caches up
+    return f"  {name:<28}{percentile_ms(kept, 50):>9.3f}{percentile_ms(kept, 99):>9.3f}"
 
 
 def main() -> None:

@@ -261,7 +261,7 @@ def fleet_phase(
     args: argparse.Namespace, group: ProcessGroup, stores: Stores, token: str, report: Report
 ) -> None:
     rqstate.reset_keep_tokens(stores.redis)
-    report.fleet = fleet.measure(
+    report.fleet = fleet.Fleet(
         group,
         stores,
         token,
@@ -269,7 +269,7 @@ def fleet_phase(
         workers=args.workers,
         connections=args.fleet_connections,
         duration_s=args.fleet_duration,
-    )
+    ).measure()
     for name, rate in report.fleet.peak.items():
         log(f"open-loop peak {name}: {rate:,.0f} req/s")
 

@@ -22,8 +22,9 @@ new on a busy worker, and `LeanWorker` skips or merges them:
   without them (a job that did have dependents would leave them deferred).
 
 What stays untouched: every registry move, the job's status and its heartbeats while it
-runs, the success transaction's contents, retries and failures. `tests/unit/test_rq_pins.py` breaks
-if an RQ release renames or reorders the methods this relies on.
+runs, the success transaction's contents, retries and failures.
+`tests/unit/test_rq_pins.py` breaks if an RQ release renames or reorders the methods this
+relies on.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class LeanWorker(SimpleWorker):
         # Set by SIGTERM/SIGINT before RQ's own handling, which may fail on a Redis that is
         # gone: the runner must then stop, not wait for Redis (worker/runner.py).
         self.stop_signalled = False
-        self._idle_written = False  # the job's success wrote the idle state and heartbeat
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         timeout = timeout or self.worker_ttl + 60
@@ -185,16 +185,14 @@ class LeanWorker(SimpleWorker):
             self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
             self.heartbeat(pipeline=pipeline)
             pipeline.execute()
-        self._idle_written = True
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """SimpleWorker.execute_job, with its idle state and the loop's heartbeat in one trip
         (in the success's own transaction when the job succeeded)."""
-        self._idle_written = False
-        self.prepare_execution(job)
+        self.prepare_execution(job)  # busy
         self.perform_job(job, queue)
-        if self._idle_written:
-            return
+        if self.get_state() == WorkerStatus.IDLE:
+            return  # a success: its transaction wrote the idle state and the heartbeat
         with self.connection.pipeline(transaction=False) as pipe:
             self.set_state(WorkerStatus.IDLE, pipeline=pipe)
             self.heartbeat(pipeline=pipe)

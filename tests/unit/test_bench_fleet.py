@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
@@ -17,21 +17,21 @@ from bench.loadclient import PUSH_PATH, main_async
 from bench.results import LoadResult
 
 
-def fake_run(limit: float, tried: list[float]) -> fleet.FleetRun:
-    """A run that passes at or under `limit` req/s (p99 1 ms) and fails above (p99 100 ms)."""
-    rate = tried[-1]
-    p99 = 1.0 if rate <= limit else 100.0
-    return fleet.FleetRun(rate, LoadResult(int(rate), 0, 1.0, 0.5, p99))
+def fake_runs(limit: float, tried: list[float]) -> Callable[[float], fleet.FleetRun]:
+    """Runs that pass at or under `limit` req/s (p99 1 ms) and fail above (p99 100 ms);
+    each rate tried is noted in `tried`."""
+
+    def run_at(rate: float) -> fleet.FleetRun:
+        tried.append(rate)
+        p99 = 1.0 if rate <= limit else 100.0
+        return fleet.FleetRun(rate, LoadResult(int(rate), 0, 1.0, 0.5, p99))
+
+    return run_at
 
 
 def test_the_peak_search_doubles_then_bisects_to_the_highest_passing_rate() -> None:
     tried: list[float] = []
-
-    def run_at(rate: float) -> fleet.FleetRun:
-        tried.append(rate)
-        return fake_run(1300, tried)
-
-    peak, runs = fleet.find_peak(run_at)
+    peak, runs = fleet.find_peak(fake_runs(1300, tried))
     assert tried[:4] == [250, 500, 1000, 2000]  # doubling until the first failure
     assert len(tried) == 4 + fleet.BISECTIONS
     assert peak == 1250  # 1000 < 1250 <= 1300 < 1312.5: within 1/16 of the last doubling
@@ -40,12 +40,7 @@ def test_the_peak_search_doubles_then_bisects_to_the_highest_passing_rate() -> N
 
 def test_a_search_whose_first_rate_fails_finds_no_peak() -> None:
     tried: list[float] = []
-
-    def run_at(rate: float) -> fleet.FleetRun:
-        tried.append(rate)
-        return fake_run(100, tried)
-
-    assert fleet.find_peak(run_at)[0] == 0.0
+    assert fleet.find_peak(fake_runs(100, tried))[0] == 0.0
     assert tried == [fleet.START_RATE]
 
 
