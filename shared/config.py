@@ -126,6 +126,10 @@ class Settings:
     stats_publish_s: float = 15.0  # disconnected / dead-letter counts for /metrics
     zone_cache_s: float = 5.0
     job_timeout_s: int = 300
+    # A worker runs up to this many permit batches already waiting in the queue as one,
+    # their permits in one database transaction (each batch keeps its own RQ job, result
+    # and retry); 1 runs each alone. docs/performance.md has the measurement behind it.
+    worker_jobs_per_txn: int = 16
     # A finished batch job (and its result) is kept this long for `rq info` and the
     # dashboard; docs/performance.md has the measurement behind the default (0 costs more
     # Redis commands per job: RQ then deletes the job field by field).
@@ -276,6 +280,7 @@ _AT_LEAST: dict[str, float] = {
     "max_permit_days": 1,
     "zone_cache_s": 0,
     "job_timeout_s": 1,
+    "worker_jobs_per_txn": 1,
     "job_result_ttl_s": 0,
     "abandoned_job_s": 3,
     "maintenance_interval_s": 1,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import structlog
+from redis import Redis
 from rq import get_current_job
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -15,7 +19,7 @@ from shared.operations import OperationJob
 from shared.schemas import PermitJob
 from worker.context import WorkerContext, get_context
 from worker.operations import DrainResult, apply_batch, drain_created, resolve_aliases
-from worker.persist import StoreResult, store_permits
+from worker.persist import DEAD_LETTERED, DUPLICATE, STORED, StoreResult, store_permits
 from worker.reconcile import reconcile
 from worker.stats import record_stored
 
@@ -32,12 +36,58 @@ Result = TypeVar("Result")
 def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
     """Store a micro-batch of permits; safe to run again (idempotent on reference id)."""
     job = get_current_job()
-    job_id = job.id if job is not None else None
+    if job is None:  # called directly, not by a worker
+        return store_batches([(None, permits)], None)[0]
+    return store_batches([(job.id, permits)], job.connection)[0]
+
+
+def persist_permit_jobs(jobs: Sequence[Job]) -> list[dict[str, int] | Exception]:
+    """Run a set of persist_permits jobs as one: their permits in one transaction.
+
+    What each job would have returned, in order, or the exception it fails with. A fault
+    of the database that lasts (past DB_RETRY_S) fails every job, each with its own retry.
+    Any other failure of the set may be one job's doing (its arguments, say): then each
+    job runs alone, so only the one at fault fails.
+    """
+    redis = jobs[0].connection
+    try:
+        return list(store_batches([(job.id, _permits_of(job)) for job in jobs], redis))
+    except JobTimeoutException:
+        raise  # the set's time is up: the worker fails each job of it
+    except Exception as exc:
+        if is_transient(exc) or len(jobs) == 1:
+            return [exc] * len(jobs)
+        log.warning("job_set_failed_running_each_alone", jobs=len(jobs), error=type(exc).__name__)
+    outcomes: list[dict[str, int] | Exception] = []
+    for job in jobs:
+        try:
+            outcomes.extend(store_batches([(job.id, _permits_of(job))], redis))
+        except JobTimeoutException:
+            raise
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _permits_of(job: Job) -> list[PermitJob]:
+    """The permits a persist_permits job carries, as RQ would pass them to the function."""
+    arguments = inspect.signature(persist_permits).bind(*job.args, **job.kwargs).arguments
+    permits: list[PermitJob] = arguments["permits"]
+    return permits
+
+
+def store_batches(
+    batches: Sequence[tuple[str | None, list[PermitJob]]], redis: Redis | None
+) -> list[dict[str, int]]:
+    """Store the permits of ``batches`` (each a job id and its permits) in one transaction,
+    and return each batch's figures. With ``redis``, count what was stored for /metrics."""
     context = get_context()
+    permits = [permit for _, batch in batches for permit in batch]
+    job_ids = [job_id for job_id, batch in batches for _ in batch]
     reference_ids = [p["reference_id"] for p in permits]
 
     def store(session: Session) -> tuple[StoreResult, DrainResult]:
-        stored = store_permits(session, permits, context.zones, job_id)
+        stored = store_permits(session, permits, context.zones, job_ids)
         references = reference_ids
         if stored.aliased:  # their parked operations moved to the permit they name
             with session.begin():
@@ -45,14 +95,17 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
         # Updates and deletes that arrived while these creates were queued.
         return stored, drain_created(session, references)
 
-    with structlog.contextvars.bound_contextvars(job_id=job_id, job="persist_permits"):
+    ids = [job_id for job_id, _ in batches]
+    which = {"job_id": ids[0]} if len(ids) == 1 else {"job_ids": ids}
+    with structlog.contextvars.bound_contextvars(**which, job="persist_permits"):
         result, drained = _retrying(context, store)
-        if job is not None:
+        if redis is not None:
             # Committed: count it for /metrics, and drop the owner keys that covered these
             # permits while queued (the database knows their owners now).
-            record_stored(job.connection, result.stored, reference_ids)
+            record_stored(redis, result.stored, reference_ids)
         log.info(
             "permits_stored",
+            jobs=len(batches),
             size=len(permits),
             stored=result.stored,
             duplicates=result.duplicates,
@@ -60,11 +113,19 @@ def persist_permits(permits: list[PermitJob]) -> dict[str, int]:
             dead_lettered=result.dead_lettered,
             operations_applied=drained.applied,
         )
-    return {
-        "stored": result.stored,
-        "duplicates": result.duplicates,
-        "dead_lettered": result.dead_lettered,
-    }
+    figures = []
+    start = 0
+    for _, batch in batches:
+        outcomes = result.outcomes[start : start + len(batch)]
+        start += len(batch)
+        figures.append(
+            {
+                "stored": outcomes.count(STORED),
+                "duplicates": outcomes.count(DUPLICATE),
+                "dead_lettered": outcomes.count(DEAD_LETTERED),
+            }
+        )
+    return figures
 
 
 def apply_operations(operations: list[OperationJob]) -> dict[str, int]:

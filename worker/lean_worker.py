@@ -21,6 +21,15 @@ new on a busy worker, and `LeanWorker` skips or merges them:
   service enqueues no job with `depends_on`, so the success transaction is written
   without them (a job that did have dependents would leave them deferred).
 
+- **Many jobs, one run** (`jobs_per_txn` > 1): after its blocking dequeue a worker takes
+  up to `jobs_per_txn - 1` more jobs of the same function already waiting, through RQ's
+  own non-blocking dequeue, and runs them with the function's set runner (for permits,
+  one database transaction; worker/jobs.py). RQ's bookkeeping for the set goes in one
+  MULTI/EXEC before it (each job's execution, started registry entry and status) and
+  one after it (each job's success); each job still has its own execution, result,
+  registries, and failure with its own retry. Only jobs without callbacks and webhooks
+  are taken into a set.
+
 What stays untouched: every registry move, the job's status and its heartbeats while it
 runs, the success transaction's contents, retries and failures.
 `tests/unit/test_rq_pins.py` breaks if an RQ release renames or reorders the methods this
@@ -33,16 +42,20 @@ import os
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
 import structlog
 from redis.client import Pipeline
 from rq import SimpleWorker, worker_registration
-from rq.job import Job
+from rq.executions import Execution
+from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.repeat import Repeat
+from rq.timeouts import JobTimeoutException
 from rq.utils import now as utc_now
 from rq.worker import WorkerStatus
 
@@ -54,10 +67,25 @@ HEARTBEAT_SLACK_S = 5.0
 
 log = structlog.get_logger(__name__)
 
+# Runs a set of jobs of one function as one: each job's result, in order, or the exception
+# that job fails with.
+SetRunner = Callable[[Sequence[Job]], Sequence[object]]
+
 
 class LeanWorker(SimpleWorker):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        jobs_per_txn: int = 1,
+        set_runners: Mapping[str, SetRunner] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.jobs_per_txn = jobs_per_txn
+        self._set_runners = dict(set_runners or {})  # by the function name jobs carry
+        # The jobs running now with their executions (a set's, or one job's). Replaced,
+        # never changed in place: the job heartbeat thread reads it while they run.
+        self.running: tuple[tuple[Job, Execution], ...] = ()
         self._key_alive_until = 0.0  # monotonic time the worker key expires, as last set
         self._suspension_checked_at = float("-inf")
         # RQ's registration of the death and a registration again after Redis lost its data
@@ -155,42 +183,172 @@ class LeanWorker(SimpleWorker):
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry
     ) -> None:
         """RQ's, less the WATCH and SMEMBERS of the job's dependents and the retry loop the
-        WATCH needs: the same MULTI/EXEC of counts, result, repeat or clean-up, registries.
-        RQ's "Successfully completed" line is not made: shared/logging drops it anyway."""
-        started_at, ended_at = job.started_at, job.ended_at
-        if started_at is None or ended_at is None:  # RQ sets both before it calls this
-            raise RuntimeError(f"job {job.id} succeeded without its start and end times")
+        WATCH needs; with the worker's idle state and heartbeat in the same MULTI/EXEC."""
+        self._write_successes([(job, self.execution)], queue)
+
+    def _write_successes(
+        self, succeeded: Sequence[tuple[Job, Execution | None]], queue: Queue
+    ) -> None:
+        """Each job's success as RQ writes it, all in one MULTI/EXEC, then the worker's idle
+        state and heartbeat in the same one: execute_job has no round trip of its own left."""
         with self.connection.pipeline() as pipeline:
             pipeline.multi()
-            self.increment_successful_job_count(pipeline=pipeline)
-            self.increment_total_working_time(ended_at - started_at, pipeline)
-            result_ttl = job.get_result_ttl(self.default_result_ttl)
-            if result_ttl != 0:
-                execution = self.execution
-                job._handle_success(
-                    result_ttl,
-                    pipeline=pipeline,
-                    worker_name=self.name,
-                    execution_id=execution.id if execution else None,
-                    execution_started_at=execution.created_at if execution else None,
-                    execution_ended_at=ended_at,
-                )
-            if job.repeats_left is not None and job.repeats_left > 0:
-                Repeat.schedule(job, queue, pipeline=pipeline)
-            else:
-                job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
-            self.cleanup_execution(job, pipeline=pipeline)
-            # The worker's idle state and its heartbeat ride in the same transaction, so
-            # after a success execute_job has no round trip of its own left to make.
+            for job, execution in succeeded:
+                self.execution = execution  # RQ's clean-up reads and clears it
+                self._record_success(job, queue, pipeline)
             self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
             self.heartbeat(pipeline=pipeline)
             pipeline.execute()
 
+    def _record_success(self, job: Job, queue: Queue, pipeline: Pipeline) -> None:
+        """The body of RQ's success transaction for one job: counts, result, repeat or
+        clean-up, registries. RQ's "Successfully completed" line is not made:
+        shared/logging drops it anyway."""
+        started_at, ended_at = job.started_at, job.ended_at
+        if started_at is None or ended_at is None:  # RQ sets both before it calls this
+            raise RuntimeError(f"job {job.id} succeeded without its start and end times")
+        self.increment_successful_job_count(pipeline=pipeline)
+        self.increment_total_working_time(ended_at - started_at, pipeline)
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        if result_ttl != 0:
+            execution = self.execution
+            job._handle_success(
+                result_ttl,
+                pipeline=pipeline,
+                worker_name=self.name,
+                execution_id=execution.id if execution else None,
+                execution_started_at=execution.created_at if execution else None,
+                execution_ended_at=ended_at,
+            )
+        if job.repeats_left is not None and job.repeats_left > 0:
+            Repeat.schedule(job, queue, pipeline=pipeline)
+        else:
+            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+        self.cleanup_execution(job, pipeline=pipeline)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
+        """SimpleWorker.execute_job, for ``job`` and, when it has a set runner, the jobs of
+        its function already waiting behind it (up to jobs_per_txn in all)."""
+        next_job: Job | None = job
+        while next_job is not None:
+            runner = self._set_runner(next_job)
+            if runner is None:
+                self._execute_one(next_job, queue)
+                return
+            jobs, next_job = self._take_waiting(next_job, queue, runner)
+            if len(jobs) == 1:
+                self._execute_one(jobs[0], queue)
+            else:
+                self._execute_set(jobs, queue, runner)
+
+    def _set_runner(self, job: Job) -> SetRunner | None:
+        if self.jobs_per_txn <= 1 or job.webhooks:
+            return None
+        if job._success_callback_name is not None or job._failure_callback_name is not None:
+            return None
+        return self._set_runners.get(job.func_name or "")
+
+    def _take_waiting(
+        self, job: Job, queue: Queue, runner: SetRunner
+    ) -> tuple[list[Job], Job | None]:
+        """``job`` and the jobs for the same runner waiting behind it, up to jobs_per_txn in
+        all (never waiting for more); and the first job of another kind met, if any."""
+        jobs = [job]
+        while len(jobs) < self.jobs_per_txn:
+            found = self.queue_class.dequeue_any(
+                [queue],
+                None,  # no wait: an empty queue answers at once
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+                death_penalty_class=self.death_penalty_class,
+            )
+            if found is None:
+                break
+            waiting = found[0]
+            waiting.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+            if self._set_runner(waiting) is not runner:
+                return jobs, waiting
+            jobs.append(waiting)
+        return jobs, None
+
+    def _execute_one(self, job: Job, queue: Queue) -> None:
         """SimpleWorker.execute_job, with its idle state and the loop's heartbeat in one trip
         (in the success's own transaction when the job succeeded)."""
-        self.prepare_execution(job)  # busy
-        self.perform_job(job, queue)
+        execution = self.prepare_execution(job)  # busy
+        self.running = ((job, execution),)
+        try:
+            self.perform_job(job, queue)
+        finally:
+            self.running = ()
+        self._idle_unless_written()
+
+    def _execute_set(self, jobs: list[Job], queue: Queue, runner: SetRunner) -> None:
+        """RQ's perform_job for a set of jobs run as one by ``runner``."""
+        self.running = tuple(zip(jobs, self._prepare_set(jobs, queue), strict=True))
+        try:
+            timeout = max(job.timeout or self.queue_class.DEFAULT_TIMEOUT for job in jobs)
+            try:
+                with self.death_penalty_class(timeout, JobTimeoutException, job_id=jobs[0].id):
+                    outcomes = list(runner(jobs))
+                if len(outcomes) != len(jobs):
+                    raise RuntimeError(f"{len(outcomes)} outcomes for a set of {len(jobs)} jobs")
+            except Exception as exc:  # the set's time ran out, or the runner failed
+                outcomes = [exc] * len(jobs)
+            ended_at = utc_now()
+            succeeded = []
+            for (job, execution), outcome in zip(self.running, outcomes, strict=True):
+                job.ended_at = ended_at
+                if isinstance(outcome, BaseException):
+                    self._fail(job, execution, queue, outcome)
+                else:
+                    job._result = outcome
+                    job._status = JobStatus.FINISHED
+                    succeeded.append((job, execution))
+            if succeeded:
+                self._write_successes(succeeded, queue)
+        finally:
+            self.running = ()
+            self.execution = None
+        self._idle_unless_written()
+
+    def _prepare_set(self, jobs: list[Job], queue: Queue) -> list[Execution]:
+        """RQ's prepare_execution and prepare_job_execution for every job of a set, in one
+        MULTI/EXEC: the worker's own fields once, each job's execution, heartbeat, status
+        and removal from the intermediate list."""
+        executions = []
+        with self.connection.pipeline() as pipeline:
+            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            self.set_current_job_id(jobs[0].id, pipeline=pipeline)
+            self.set_current_job_working_time(0, pipeline=pipeline)
+            self.heartbeat(max(self.get_heartbeat_ttl(job) for job in jobs), pipeline=pipeline)
+            for job in jobs:
+                ttl = self.get_heartbeat_ttl(job)
+                executions.append(Execution.create(job, ttl, pipeline, worker_name=self.name))
+                job.heartbeat(utc_now(), ttl, pipeline=pipeline)
+                job.prepare_for_execution(self.name, pipeline=pipeline)
+                if len(self.queues) == 1:  # RQ moved it there only then (LMOVE)
+                    pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        self.procline(  # type: ignore[no-untyped-call]
+            f"Processing {len(jobs)} jobs of {jobs[0].func_name} from {queue.name}"
+        )
+        return executions
+
+    def _fail(self, job: Job, execution: Execution, queue: Queue, exc: BaseException) -> None:
+        """RQ's failure path for one job of a set: its exception handlers, then its failed
+        registry or its own retry."""
+        job._status = JobStatus.FAILED
+        self.execution = execution  # RQ's failure handling reads and clears it
+        self.handle_exception(job, type(exc), exc, exc.__traceback__)
+        self.handle_job_failure(
+            job=job,
+            queue=queue,
+            started_job_registry=queue.started_job_registry,
+            exc_string="".join(traceback.format_exception(exc)),
+        )
+
+    def _idle_unless_written(self) -> None:
         if self.get_state() == WorkerStatus.IDLE:
             return  # a success: its transaction wrote the idle state and the heartbeat
         with self.connection.pipeline(transaction=False) as pipe:

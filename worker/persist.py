@@ -32,59 +32,94 @@ log = structlog.get_logger(__name__)
 ROW_ERRORS = (IntegrityError, DataError, InvalidOperation, ValueError, KeyError)
 
 
+STORED = "stored"
+DUPLICATE = "duplicate"  # already stored (a resend, or a re-run of the job)
+DEAD_LETTERED = "dead_lettered"
+
+
 @dataclass(frozen=True, slots=True)
 class StoreResult:
-    stored: int  # new rows
-    duplicates: int  # already stored (a resend, or a re-run of the job)
-    dead_lettered: int
+    outcomes: tuple[str, ...]  # each permit's, in the order given: STORED, DUPLICATE, ...
     aliased: int = 0  # a second reference id recorded for a permit already stored
+
+    @property
+    def stored(self) -> int:  # new rows
+        return self.outcomes.count(STORED)
+
+    @property
+    def duplicates(self) -> int:
+        return self.outcomes.count(DUPLICATE)
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.outcomes.count(DEAD_LETTERED)
 
 
 def store_permits(
     session: Session,
     permits: Sequence[PermitJob],
     zones: ZoneIndex,
-    job_id: str | None = None,
+    job_ids: Sequence[str | None] | None = None,
 ) -> StoreResult:
-    """Store ``permits`` in one transaction; rows that cannot be stored go to dead letters.
+    """Store ``permits`` in one transaction; rows that cannot be stored go to dead letters,
+    each with the id of the job that carried it (``job_ids``, one per permit).
 
     A batch that fails as a whole is split in halves, each stored in a transaction of its
     own, and so on down to the bad rows: one bad row in 200 costs about 2 log2(200) + 2
     transactions (not one per row), and the good rows are stored all the same. Database
     outages (OperationalError) are not caught: RQ retries the job.
     """
-    aliases: list[int] = []
-    stored, dead = _store_halving(session, list(permits), zones, job_id, aliases, whole=True)
-    return StoreResult(stored, len(permits) - stored - dead, dead, sum(aliases))
+    batch = _Batch(session, list(permits), zones, job_ids or [None] * len(permits))
+    batch.store(0, len(permits), whole=True)
+    return StoreResult(tuple(batch.outcomes), batch.aliased)
 
 
-def _store_halving(
-    session: Session,
-    permits: list[PermitJob],
-    zones: ZoneIndex,
-    job_id: str | None,
-    aliases: list[int],
-    *,
-    whole: bool = False,
-) -> tuple[int, int]:
-    """(stored, dead-lettered) for ``permits``: all in one transaction, else by halves."""
-    try:
-        with session.begin():
-            rows = [to_row(p, zones.zone_id) for p in permits]
-            inserted = _insert(session, zones, rows)
-            if len(inserted) < len(rows):
-                aliases.append(_alias_duplicates(session, rows, inserted))
-            return len(inserted), 0
-    except ROW_ERRORS as exc:
-        if len(permits) == 1:
-            _dead_letter(session, permits[0], exc, job_id)
-            return 0, 1
-        if whole:
-            log.warning("batch_failed_bisecting", size=len(permits))
-    middle = len(permits) // 2
-    first = _store_halving(session, permits[:middle], zones, job_id, aliases)
-    second = _store_halving(session, permits[middle:], zones, job_id, aliases)
-    return first[0] + second[0], first[1] + second[1]
+class _Batch:
+    """The permits of one store and what became of each."""
+
+    def __init__(
+        self,
+        session: Session,
+        permits: list[PermitJob],
+        zones: ZoneIndex,
+        job_ids: Sequence[str | None],
+    ) -> None:
+        self.session = session
+        self.permits = permits
+        self.zones = zones
+        self.job_ids = job_ids
+        self.outcomes = [DUPLICATE] * len(permits)
+        self.aliased = 0
+
+    def store(self, start: int, end: int, *, whole: bool = False) -> None:
+        """Permits ``start`` to ``end`` in one transaction, else by halves."""
+        permits = self.permits[start:end]
+        try:
+            with self.session.begin():
+                rows = [to_row(p, self.zones.zone_id) for p in permits]
+                inserted = _insert(self.session, self.zones, rows)
+                aliased = (
+                    _alias_duplicates(self.session, rows, inserted)
+                    if len(inserted) < len(rows)
+                    else 0
+                )
+        except ROW_ERRORS as exc:
+            if len(permits) == 1:
+                _dead_letter(self.session, permits[0], exc, self.job_ids[start])
+                self.outcomes[start] = DEAD_LETTERED
+                return
+            if whole:
+                log.warning("batch_failed_bisecting", size=len(permits))
+            middle = (start + end) // 2
+            self.store(start, middle)
+            self.store(middle, end)
+            return
+        self.aliased += aliased
+        # A reference id twice in the batch is inserted once: the first is the one stored.
+        for index in range(start, end):
+            if self.permits[index]["reference_id"] in inserted:
+                inserted.discard(self.permits[index]["reference_id"])
+                self.outcomes[index] = STORED
 
 
 def to_row(permit: PermitJob, zone_id: Callable[[str | None], int | None]) -> dict[str, Any]:

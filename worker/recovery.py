@@ -109,24 +109,17 @@ class HeartbeatWorker(LeanWorker):
         finally:
             self._job_heartbeat.stop()
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        self._job_heartbeat.job = job
-        try:
-            super().execute_job(job, queue)
-        finally:
-            self._job_heartbeat.job = None
-
 
 class JobHeartbeat(threading.Thread):
-    """Renews the running job's StartedJobRegistry entry while the job runs.
+    """Renews the running jobs' StartedJobRegistry entries while they run.
 
-    SimpleWorker runs the job on its main thread, so nothing else would: RQ's forking
+    SimpleWorker runs a job on its main thread, so nothing else would: RQ's forking
     Worker does this from the parent while the work horse runs. One thread for the
     worker's life, not one started and joined per job: it wakes every third of the
-    entry's TTL and renews the job the worker is running then, so a job is renewed at
-    most a third of the TTL after it started. Only the registry score and the worker's
-    own key are touched; ZADD XX never brings back an entry the main thread has just
-    removed on finishing the job.
+    entry's TTL and renews the jobs the worker is running then (a set's, or one), so a
+    job is renewed at most a third of the TTL after it started. Only the registry scores
+    and the worker's own key are touched; ZADD XX never brings back an entry the main
+    thread has just removed on finishing the job.
     """
 
     def __init__(self, worker: HeartbeatWorker) -> None:
@@ -134,22 +127,24 @@ class JobHeartbeat(threading.Thread):
         self._worker = worker
         self._ttl_s = worker.abandoned_job_s
         self._stopped = threading.Event()
-        self.job: Job | None = None  # set by the worker's thread around each job
 
     def run(self) -> None:
         while not self._stopped.wait(self._ttl_s / 3):
-            job, execution = self.job, self._worker.execution
-            if job is None or execution is None:
+            running = self._worker.running
+            if not running:
                 continue
             try:
                 with self._worker.connection.pipeline() as pipe:
-                    job.started_job_registry.add_execution(
-                        execution, pipeline=pipe, ttl=self._ttl_s, xx=True
-                    )
+                    for job, execution in running:
+                        job.started_job_registry.add_execution(
+                            execution, pipeline=pipe, ttl=self._ttl_s, xx=True
+                        )
                     self._worker.heartbeat(self._ttl_s + 60, pipeline=pipe)
                     pipe.execute()
-            except Exception:  # Redis away: the job cannot finish either; RQ sorts it out
-                log.warning("job_heartbeat_failed", job_id=job.id, exc_info=True)
+            except Exception:  # Redis away: the jobs cannot finish either; RQ sorts it out
+                log.warning(
+                    "job_heartbeat_failed", job_ids=[j.id for j, _ in running], exc_info=True
+                )
 
     def stop(self) -> None:
         self._stopped.set()

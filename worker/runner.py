@@ -20,10 +20,12 @@ from redis.exceptions import ReadOnlyError, ResponseError
 
 from shared.clients import publish_tokens
 from shared.config import Settings
+from shared.constants import PERSIST_PERMITS_JOB
 from shared.data_loss import LOSS_CHECK_S, data_lost, wait_for_report
 from shared.queue import JOB_SERIALIZER, permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
+from worker.jobs import persist_permit_jobs
 from worker.lean_worker import LeanWorker
 from worker.operations import raise_operation_counter
 from worker.recovery import HeartbeatWorker
@@ -69,6 +71,8 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
                 # checks whether maintenance (which re-runs abandoned jobs) is due.
                 worker_ttl=settings.maintenance_interval_s + 15,
                 maintenance_interval=settings.maintenance_interval_s,
+                jobs_per_txn=settings.worker_jobs_per_txn,
+                set_runners={PERSIST_PERMITS_JOB: persist_permit_jobs},
             )
             try:
                 worker.work(

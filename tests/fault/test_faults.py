@@ -132,6 +132,42 @@ def test_worker_sigkilled_mid_batch_has_its_batch_rerun(stack: Stack) -> None:
     assert_token_kept_secret(stack)
 
 
+def test_worker_sigkilled_mid_set_has_every_batch_of_the_set_rerun(stack: Stack) -> None:
+    """A worker runs the batches waiting in the queue as one set (WORKER_JOBS_PER_TXN):
+    killed inside the set's transaction, every batch of it is re-run and stored once."""
+    stack.serve()
+    worker_a = stack.worker("worker-a")
+    wait_for_port(stack.port)
+    queue = queue_of(stack)
+    wait_until(lambda: Worker.count(queue=queue) >= 1, 30, "worker A working the queue")
+    worker_a.signal(signal.SIGSTOP)  # batches queue up behind it: its next take is a set
+    try:
+        fleet = Fleet(stack.base_url, stack.token, count=150, prefix="set", deadline_s=30)
+        fleet.start()
+        fleet.join(40)
+        queued = queue.count
+        with psycopg.connect(stack.pg.dsn()) as blocker:
+            blocker.execute("LOCK TABLE permits IN ACCESS EXCLUSIVE MODE")
+            worker_a.signal(signal.SIGCONT)
+            started = StartedJobRegistry(queue=queue)
+            wait_until(lambda: started.count >= 2, 15, "worker A has a set of batches in hand")
+            time.sleep(0.5)  # the set is taken at once; let it reach the lock
+            in_hand = started.count
+            worker_a.kill()
+            killed_at = time.monotonic()
+            blocker.rollback()
+    finally:
+        worker_a.signal(signal.SIGCONT)
+    stack.worker("worker-b")
+    exact_count("worker SIGKILL mid-set", stack, fleet, fault_at=0.0)
+    recovered_s = time.monotonic() - killed_at
+    # The set: up to WORKER_JOBS_PER_TXN (16) of the batches waiting.
+    assert min(16, queued) <= in_hand <= 16, (in_hand, queued)
+    assert recovered_s < 30, recovered_s
+    assert FailedJobRegistry(queue=queue).count == 0
+    assert fleet.mismatched_resends == 0
+
+
 @ACK_MODES
 def test_redis_killed_and_restarted_from_its_aof(stack: Stack) -> None:
     serve = stack.serve()

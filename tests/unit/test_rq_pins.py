@@ -20,7 +20,7 @@ from collections.abc import Callable
 import fakeredis
 import pytest
 import rq
-from rq import Callback, Queue, SimpleWorker
+from rq import Callback, Queue, SimpleWorker, executions
 from rq.job import Job
 from rq.serializers import JSONSerializer, resolve_serializer
 from rq.worker import BaseWorker
@@ -131,17 +131,42 @@ def _calls_in_order(method: Callable[..., object]) -> list[str]:
 
 
 def test_the_lean_worker_writes_a_success_as_rq_does_but_for_the_dependents() -> None:
-    """LeanWorker.handle_job_success is RQ's without the WATCH and SMEMBERS of dependents
-    (and with the worker's idle state): any other step RQ adds or drops must be looked at
-    there."""
+    """LeanWorker writes each job's success with RQ's steps less the WATCH and SMEMBERS of
+    dependents, several jobs' in one MULTI/EXEC with the worker's idle state: any other
+    step RQ adds or drops must be looked at there."""
     dependents = ("watch", "enqueue_dependents")
     rq_steps = _calls_in_order(BaseWorker.handle_job_success)
     assert set(dependents) <= set(rq_steps)
     ours = [step for step in rq_steps if step not in dependents]
-    assert ours[-1] == "execute"
-    # Ours also writes the worker's idle state and heartbeat in the same transaction.
-    ours[-1:] = ["set_state", "heartbeat", "execute"]
-    assert _calls_in_order(LeanWorker.handle_job_success) == ours
+    # RQ's transaction around one job's steps; ours goes around the set's.
+    assert ours[:2] == ["pipeline", "multi"] and ours[-1] == "execute"
+    assert _calls_in_order(LeanWorker._record_success) == ours[2:-1]
+    assert _calls_in_order(LeanWorker._write_successes) == [
+        "pipeline",
+        "multi",
+        "_record_success",
+        "set_state",
+        "heartbeat",
+        "execute",
+    ]
+
+
+def test_the_lean_worker_prepares_a_set_of_jobs_with_rqs_steps() -> None:
+    """LeanWorker._prepare_set does what RQ's prepare_execution and prepare_job_execution
+    do for one job, for each job of a set in one MULTI/EXEC (the worker's own fields once)."""
+    skip = {"pipeline", "execute", "procline", "format", "time"}
+    rq_steps = _calls_in_order(executions.prepare_execution) + _calls_in_order(
+        BaseWorker.prepare_job_execution
+    )
+    ours = _calls_in_order(LeanWorker._prepare_set)
+    # Execution.create is what prepare_execution calls; heartbeat is the worker's and the job's.
+    assert {step for step in rq_steps if step not in skip} == {
+        step for step in ours if step not in skip
+    } - {"append"}
+    # Each job of a set has its own execution, which RQ's failure path and clean-up read
+    # from the worker: LeanWorker sets worker.execution to the job's before calling them.
+    assert "self.execution.id" in inspect.getsource(BaseWorker.handle_job_failure)
+    assert "worker.execution.delete(job=job" in inspect.getsource(executions.cleanup_execution)
 
 
 @pytest.mark.parametrize(
@@ -154,6 +179,12 @@ def test_the_lean_worker_writes_a_success_as_rq_does_but_for_the_dependents() ->
         (BaseWorker.check_for_suspension, ["self", "burst"]),
         (BaseWorker.get_state, ["self"]),
         (BaseWorker.handle_job_success, ["self", "job", "queue", "started_job_registry"]),
+        (BaseWorker.prepare_job_execution, ["self", "job", "remove_from_intermediate_queue"]),
+        (
+            BaseWorker.handle_job_failure,
+            ["self", "job", "queue", "started_job_registry", "exc_string"],
+        ),
+        (BaseWorker.handle_exception, ["self", "job", "exc_info"]),
     ],
 )
 def test_the_worker_methods_the_lean_worker_overrides(
