@@ -161,6 +161,7 @@ def test_worker_sigkilled_mid_set_has_every_batch_of_the_set_rerun(stack: Stack)
     stack.worker("worker-b")
     exact_count("worker SIGKILL mid-set", stack, fleet, fault_at=0.0)
     recovered_s = time.monotonic() - killed_at
+    print(f"worker SIGKILL mid-set: {in_hand} batches in hand, {queued} were queued")
     # The set: up to WORKER_JOBS_PER_TXN (16) of the batches waiting.
     assert min(16, queued) <= in_hand <= 16, (in_hand, queued)
     assert recovered_s < 30, recovered_s
