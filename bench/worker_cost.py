@@ -60,23 +60,22 @@ class Cost:
     def ms_per_job(self) -> float:
         return 1e3 * self.cpu_s / self.jobs
 
-    @property
-    def commands_per_permit(self) -> float:
-        return self.commands_per_job / self.size if self.size else float("nan")
-
     def row(self) -> str:
         size = f"{self.size:11d}" if self.size else f"{'no-op':>11}"
-        per_permit = f"{self.us_per_permit:15.0f}" if self.size else f"{'-':>15}"
+        if self.size:
+            us_per_permit = f"{self.us_per_permit:15.0f}"
+            commands_per_permit = f"{self.commands_per_job / self.size:19.2f}"
+        else:
+            us_per_permit, commands_per_permit = f"{'-':>15}", f"{'-':>19}"
         return (
-            f"  {self.per_txn:6d} {size} {self.ms_per_job:12.2f} {per_permit}"
-            f" {self.commands_per_job:16.1f} {self.commands_per_permit:18.2f}"
-            f"{goals(self)}"
+            f"  {self.per_txn:7d} {size} {self.ms_per_job:12.2f} {us_per_permit}"
+            f" {self.commands_per_job:16.1f} {commands_per_permit}{goals(self)}"
         )
 
 
 def goals(cost: Cost) -> str:
     """The goals this row is measured against, met or not (at the default per-txn only)."""
-    if cost.per_txn != Settings().worker_jobs_per_txn:
+    if cost.per_txn != Settings().worker_jobs_per_txn or not cost.size:
         return ""
     marks = []
     goal_us = GOAL_US_PER_PERMIT.get(cost.size)
