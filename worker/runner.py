@@ -26,7 +26,7 @@ from shared.queue import JOB_SERIALIZER, permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
 from worker.jobs import persist_permit_jobs
-from worker.lean_worker import LeanWorker
+from worker.lean_worker import LeanJob, LeanWorker
 from worker.operations import raise_operation_counter
 from worker.recovery import HeartbeatWorker
 from worker.stats import publish_database_counts
@@ -71,6 +71,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
                 # checks whether maintenance (which re-runs abandoned jobs) is due.
                 worker_ttl=settings.maintenance_interval_s + 15,
                 maintenance_interval=settings.maintenance_interval_s,
+                job_class=LeanJob,
                 jobs_per_txn=settings.worker_jobs_per_txn,
                 set_runners={PERSIST_PERMITS_JOB: persist_permit_jobs},
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
@@ -14,7 +15,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from shared.queue import JOB_SERIALIZER
-from worker.lean_worker import LeanWorker
+from worker.lean_worker import LeanJob, LeanWorker
 
 JOBS = 20
 
@@ -239,3 +240,41 @@ def test_a_set_that_fails_as_a_whole_fails_each_job_with_its_own_retry() -> None
         assert job.get_status() == JobStatus.FAILED and job.retries_left == 0
     assert sorted(queue.failed_job_registry.get_job_ids()) == sorted(job.id for job in jobs)
     assert queue.started_job_registry.count == 0
+
+
+def test_a_lean_job_writes_its_arguments_back_as_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    job = queue.enqueue(len, [7] * 500)
+    enqueued = connection.hget(job.key, "data")
+    assert isinstance(enqueued, bytes)
+    compressed: list[int] = []  # sizes of what is compressed while the worker runs
+    compress = zlib.compress
+
+    def counting(data: bytes, /, *args: int) -> bytes:
+        compressed.append(len(data))
+        return compress(data, *args)
+
+    monkeypatch.setattr(zlib, "compress", counting)
+    worker = LeanWorker(
+        [queue], connection=connection, serializer=JOB_SERIALIZER, job_class=LeanJob
+    )
+    worker.work(burst=True)
+    assert connection.hget(job.key, "data") == enqueued  # byte for byte
+    assert max(compressed, default=0) < len(zlib.decompress(enqueued)) / 10  # not again
+    job.refresh()
+    assert (job.get_status(), job.return_value()) == (JobStatus.FINISHED, 500)
+    assert list(job.args) == [[7] * 500]
+
+
+def test_a_lean_job_whose_arguments_changed_writes_the_new_ones() -> None:
+    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    job = LeanJob.fetch(
+        queue.enqueue(len, [1]).id, connection=connection, serializer=JOB_SERIALIZER
+    )
+    assert job.func_name == "builtins.len"  # read: RQ rebuilds the data from its parts
+    job.args = ([1, 2, 3],)
+    job.save()
+    again = LeanJob.fetch(job.id, connection=connection, serializer=JOB_SERIALIZER)
+    assert list(again.args) == [[1, 2, 3]]

@@ -96,6 +96,14 @@ def test_rq_ends_a_job_execution_with_its_end_time_and_a_heartbeat_only() -> Non
     ]
 
 
+def test_a_job_hash_holds_its_arguments_compressed_in_the_data_field() -> None:
+    """LeanJob writes back the compressed bytes it read in place of RQ's compressing the
+    arguments again (RQ's data property returns _data as is once it is set)."""
+    assert "'data': zlib.compress(self.data)" in inspect.getsource(Job.to_dict)
+    assert "self.data = zlib.decompress(raw_data)" in inspect.getsource(Job.restore)
+    assert "if self._data is UNEVALUATED:" in inspect.getsource(Job.data.fget)
+
+
 def test_a_job_names_its_callbacks_in_these_attributes() -> None:
     """LeanWorker.handle_execution_ended reads them to see whether a job has callbacks."""
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
