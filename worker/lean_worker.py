@@ -224,29 +224,34 @@ class LeanWorker(SimpleWorker):
     def _write_successes(
         self, succeeded: Sequence[tuple[Job, Execution | None]], queue: Queue
     ) -> None:
-        """Each job's success as RQ writes it, all in one MULTI/EXEC, then the worker's idle
-        state and heartbeat in the same one: execute_job has no round trip of its own left."""
+        """Each job's success as RQ writes it, all in one MULTI/EXEC, with the worker's own
+        fields once for them all: RQ's counts (which RQ adds job by job), no current job,
+        the idle state and the heartbeat. execute_job has no round trip of its own left."""
+        working_s = 0.0
         with self.connection.pipeline() as pipeline:
             pipeline.multi()
             for job, execution in succeeded:
-                self.execution = execution  # RQ's clean-up reads and clears it
-                self._record_success(job, queue, pipeline)
+                working_s += self._record_success(job, queue, execution, pipeline)
+            pipeline.hincrby(self.key, "successful_job_count", len(succeeded))
+            pipeline.hincrbyfloat(self.key, "total_working_time", working_s)
+            self.set_current_job_id(None, pipeline=pipeline)
+            self.execution = None
             self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
             self.heartbeat(pipeline=pipeline)
             pipeline.execute()
 
-    def _record_success(self, job: Job, queue: Queue, pipeline: Pipeline) -> None:
-        """The body of RQ's success transaction for one job: counts, result, repeat or
-        clean-up, registries. RQ's "Successfully completed" line is not made:
-        shared/logging drops it anyway."""
+    def _record_success(
+        self, job: Job, queue: Queue, execution: Execution | None, pipeline: Pipeline
+    ) -> float:
+        """The body of RQ's success transaction for one job, less the worker's own fields:
+        result, repeat or clean-up, registries, the execution's removal. Returns the job's
+        working seconds. RQ's "Successfully completed" line is not made: shared/logging
+        drops it anyway."""
         started_at, ended_at = job.started_at, job.ended_at
         if started_at is None or ended_at is None:  # RQ sets both before it calls this
             raise RuntimeError(f"job {job.id} succeeded without its start and end times")
-        self.increment_successful_job_count(pipeline=pipeline)
-        self.increment_total_working_time(ended_at - started_at, pipeline)
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         if result_ttl != 0:
-            execution = self.execution
             job._handle_success(
                 result_ttl,
                 pipeline=pipeline,
@@ -259,7 +264,9 @@ class LeanWorker(SimpleWorker):
             Repeat.schedule(job, queue, pipeline=pipeline)
         else:
             job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
-        self.cleanup_execution(job, pipeline=pipeline)
+        if execution is not None:  # RQ's cleanup_execution, but the worker's current job
+            execution.delete(job=job, pipeline=pipeline)
+        return (ended_at - started_at).total_seconds()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """SimpleWorker.execute_job, for ``job`` and, when it has a set runner, the jobs of
@@ -349,8 +356,8 @@ class LeanWorker(SimpleWorker):
 
     def _prepare_set(self, jobs: list[Job], queue: Queue) -> list[Execution]:
         """RQ's prepare_execution and prepare_job_execution for every job of a set, in one
-        MULTI/EXEC: the worker's own fields once, each job's execution, heartbeat, status
-        and removal from the intermediate list."""
+        MULTI/EXEC: the worker's own fields once, each job's execution, status (with its
+        heartbeat) and removal from the intermediate list."""
         executions = []
         with self.connection.pipeline() as pipeline:
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
@@ -360,7 +367,7 @@ class LeanWorker(SimpleWorker):
             for job in jobs:
                 ttl = self.get_heartbeat_ttl(job)
                 executions.append(Execution.create(job, ttl, pipeline, worker_name=self.name))
-                job.heartbeat(utc_now(), ttl, pipeline=pipeline)
+                # RQ's job.heartbeat here is an HSET of last_heartbeat, which this writes too.
                 job.prepare_for_execution(self.name, pipeline=pipeline)
                 if len(self.queues) == 1:  # RQ moved it there only then (LMOVE)
                     pipeline.lrem(queue.intermediate_queue_key, 1, job.id)

@@ -140,23 +140,37 @@ def _calls_in_order(method: Callable[..., object]) -> list[str]:
 
 def test_the_lean_worker_writes_a_success_as_rq_does_but_for_the_dependents() -> None:
     """LeanWorker writes each job's success with RQ's steps less the WATCH and SMEMBERS of
-    dependents, several jobs' in one MULTI/EXEC with the worker's idle state: any other
-    step RQ adds or drops must be looked at there."""
+    dependents, several jobs' in one MULTI/EXEC, with the worker's own fields (counts,
+    current job, idle state) once for them all: any other step RQ adds or drops must be
+    looked at there."""
     dependents = ("watch", "enqueue_dependents")
+    worker_counts = ("increment_successful_job_count", "increment_total_working_time")
     rq_steps = _calls_in_order(BaseWorker.handle_job_success)
     assert set(dependents) <= set(rq_steps)
-    ours = [step for step in rq_steps if step not in dependents]
-    # RQ's transaction around one job's steps; ours goes around the set's.
-    assert ours[:2] == ["pipeline", "multi"] and ours[-1] == "execute"
-    assert _calls_in_order(LeanWorker._record_success) == ours[2:-1]
+    ours = [step for step in rq_steps if step not in dependents + worker_counts]
+    # RQ's transaction around one job's steps; ours goes around the set's. RQ's clean-up
+    # of the execution is the execution's delete and the worker's current job (once here).
+    assert ours[:2] == ["pipeline", "multi"] and ours[-2:] == ["cleanup_execution", "execute"]
+    assert _calls_in_order(executions.cleanup_execution) == ["set_current_job_id", "delete"]
+    assert _calls_in_order(LeanWorker._record_success) == [*ours[2:-2], "delete", "total_seconds"]
     assert _calls_in_order(LeanWorker._write_successes) == [
         "pipeline",
         "multi",
         "_record_success",
+        "hincrby",
+        "hincrbyfloat",
+        "set_current_job_id",
         "set_state",
         "heartbeat",
         "execute",
     ]
+    # The counts RQ adds one job at a time, added once for the set under the same fields.
+    source = inspect.getsource(BaseWorker.increment_successful_job_count)
+    assert "hincrby(self.key, 'successful_job_count', 1)" in source
+    source = inspect.getsource(BaseWorker.increment_total_working_time)
+    assert (
+        "hincrbyfloat(self.key, 'total_working_time', job_execution_time.total_seconds())" in source
+    )
 
 
 def test_the_lean_worker_prepares_a_set_of_jobs_with_rqs_steps() -> None:
@@ -167,10 +181,14 @@ def test_the_lean_worker_prepares_a_set_of_jobs_with_rqs_steps() -> None:
         BaseWorker.prepare_job_execution
     )
     ours = _calls_in_order(LeanWorker._prepare_set)
-    # Execution.create is what prepare_execution calls; heartbeat is the worker's and the job's.
+    # Execution.create is what prepare_execution calls; heartbeat is the worker's (the job's
+    # is an HSET of the last_heartbeat that prepare_for_execution writes too).
     assert {step for step in rq_steps if step not in skip} == {
         step for step in ours if step not in skip
     } - {"append"}
+    assert "'last_heartbeat': utcformat(self.last_heartbeat)" in inspect.getsource(
+        Job.prepare_for_execution
+    )
     # Each job of a set has its own execution, which RQ's failure path and clean-up read
     # from the worker: LeanWorker sets worker.execution to the job's before calling them.
     assert "self.execution.id" in inspect.getsource(BaseWorker.handle_job_failure)
