@@ -270,7 +270,9 @@ class LeanWorker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """SimpleWorker.execute_job, for ``job`` and, when it has a set runner, the jobs of
-        its function already waiting behind it (up to jobs_per_txn in all)."""
+        its function already waiting behind it (up to jobs_per_txn in all). A job with a
+        set runner goes the set's way even when none waits behind it: its preparation is
+        one MULTI/EXEC there, not RQ's two."""
         next_job: Job | None = job
         while next_job is not None:
             runner = self._set_runner(next_job)
@@ -278,10 +280,7 @@ class LeanWorker(SimpleWorker):
                 self._execute_one(next_job, queue)
                 return
             jobs, next_job = self._take_waiting(next_job, queue, runner)
-            if len(jobs) == 1:
-                self._execute_one(jobs[0], queue)
-            else:
-                self._execute_set(jobs, queue, runner)
+            self._execute_set(jobs, queue, runner)
 
     def _set_runner(self, job: Job) -> SetRunner | None:
         if self.jobs_per_txn <= 1 or job.webhooks:
@@ -369,6 +368,8 @@ class LeanWorker(SimpleWorker):
                 executions.append(Execution.create(job, ttl, pipeline, worker_name=self.name))
                 # RQ's job.heartbeat here is an HSET of last_heartbeat, which this writes too.
                 job.prepare_for_execution(self.name, pipeline=pipeline)
+                # As Job.perform does first: the job's key must not expire while it runs.
+                pipeline.persist(job.key)
                 if len(self.queues) == 1:  # RQ moved it there only then (LMOVE)
                     pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
             pipeline.execute()

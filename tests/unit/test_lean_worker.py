@@ -219,19 +219,41 @@ def test_a_job_that_fails_in_a_set_fails_alone_with_its_own_retry(retry: Retry |
     jobs = [queue.enqueue(len, [0] * n, retry=retry) for n in (1, 2, 3)]
     runner = SetRecorder(fail=(2,))
     set_worker(queue, runner).work(burst=True)
-    assert runner.sets == [[1, 2, 3]]
+    # With a retry the failed job was queued again, and run again alone (nothing else
+    # waiting): a set of one, which failed it again.
+    assert runner.sets == ([[1, 2, 3]] if retry is None else [[1, 2, 3], [2]])
+    assert finished_results(queue, jobs) == [1, None, 3]
     failed = jobs[1]
-    if retry is None:  # failed for good, its exception kept
-        assert finished_results(queue, jobs) == [1, None, 3]
-        assert failed.get_status() == JobStatus.FAILED
-        assert queue.failed_job_registry.get_job_ids() == [failed.id]
-        result = failed.latest_result()
-        assert result is not None and result.type == Result.Type.FAILED
-        assert f"job {failed.id} fails" in (result.exc_string or "")
-    else:  # queued again and run alone (nothing else waiting), by RQ's own path
-        assert finished_results(queue, jobs) == [1, 2, 3]
-        assert [job.retries_left for job in jobs] == [1, 0, 1]
+    assert failed.get_status() == JobStatus.FAILED
+    assert failed.retries_left == (None if retry is None else 0)
+    assert queue.failed_job_registry.get_job_ids() == [failed.id]
+    result = failed.latest_result()
+    assert result is not None and result.type == Result.Type.FAILED
+    assert f"job {failed.id} fails" in (result.exc_string or "")
     assert queue.started_job_registry.count == 0
+
+
+def test_a_lone_job_with_a_set_runner_costs_fewer_round_trips(round_trips: list[int]) -> None:
+    """A job with nothing of its kind waiting behind it runs as a set of one."""
+
+    def trips(jobs_per_txn: int) -> tuple[int, list[list[int]]]:
+        connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+        for i in range(JOBS):  # every len job followed by a sum: sets of one
+            queue.enqueue(len, [i] * 3)
+            queue.enqueue(sum, [i, 1])
+        runner = SetRecorder()
+        worker = set_worker(queue, runner, jobs_per_txn)
+        before = round_trips[0]
+        worker.work(burst=True)
+        return round_trips[0] - before, runner.sets
+
+    (alone, no_sets), (as_sets, sets) = trips(1), trips(16)
+    assert no_sets == [] and sets == [[3]] * JOBS
+    # Measured with RQ 2.12 on fakeredis: 303 trips for the 40 jobs alone, 263 with each
+    # len job a set of one (its preparation is one MULTI/EXEC, not RQ's two; the
+    # non-blocking dequeue that finds the sum behind it stands in for the loop's next).
+    assert as_sets <= alone - 0.9 * JOBS, (alone, as_sets)
 
 
 def test_a_set_that_fails_as_a_whole_fails_each_job_with_its_own_retry() -> None:
