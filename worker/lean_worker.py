@@ -227,18 +227,23 @@ class LeanWorker(SimpleWorker):
         """Each job's success as RQ writes it, all in one MULTI/EXEC, with the worker's own
         fields once for them all: RQ's counts (which RQ adds job by job), no current job,
         the idle state and the heartbeat. execute_job has no round trip of its own left."""
-        working_s = 0.0
         with self.connection.pipeline() as pipeline:
             pipeline.multi()
-            for job, execution in succeeded:
-                working_s += self._record_success(job, queue, execution, pipeline)
+            # The jobs of a set ran at once: the worker worked the longest one's time.
+            working_s = max(
+                self._record_success(job, queue, execution, pipeline)
+                for job, execution in succeeded
+            )
             pipeline.hincrby(self.key, "successful_job_count", len(succeeded))
             pipeline.hincrbyfloat(self.key, "total_working_time", working_s)
             self.set_current_job_id(None, pipeline=pipeline)
             self.execution = None
-            self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+            # RQ's set_state, but the worker reads as busy until the transaction is sent:
+            # a stop signalled meanwhile waits for it rather than cutting it off.
+            pipeline.hset(self.key, "state", WorkerStatus.IDLE)
             self.heartbeat(pipeline=pipeline)
             pipeline.execute()
+        self._state = WorkerStatus.IDLE
 
     def _record_success(
         self, job: Job, queue: Queue, execution: Execution | None, pipeline: Pipeline
@@ -273,27 +278,30 @@ class LeanWorker(SimpleWorker):
         its function already waiting behind it (up to jobs_per_txn in all). A job with a
         set runner goes the set's way even when none waits behind it: its preparation is
         one MULTI/EXEC there, not RQ's two."""
-        next_job: Job | None = job
-        while next_job is not None:
-            runner = self._set_runner(next_job)
-            if runner is None:
-                self._execute_one(next_job, queue)
-                return
-            jobs, next_job = self._take_waiting(next_job, queue, runner)
-            self._execute_set(jobs, queue, runner)
+        runner = self._set_runner(job)
+        if runner is None:
+            self._execute_one(job, queue)
+            return
+        # Busy from here: a stop signalled while the set is taken waits for the set to end
+        # (RQ raises StopRequested into an idle worker, stranding what it took).
+        self._state = WorkerStatus.BUSY
+        self._execute_set(self._take_waiting(job, queue, runner), queue, runner)
 
     def _set_runner(self, job: Job) -> SetRunner | None:
         if self.jobs_per_txn <= 1 or job.webhooks:
             return None
         if job._success_callback_name is not None or job._failure_callback_name is not None:
             return None
-        return self._set_runners.get(job.func_name or "")
+        try:
+            func_name = job.func_name
+        except Exception:  # unreadable: RQ's own path fails it, as it would any job
+            return None
+        return self._set_runners.get(func_name or "")
 
-    def _take_waiting(
-        self, job: Job, queue: Queue, runner: SetRunner
-    ) -> tuple[list[Job], Job | None]:
+    def _take_waiting(self, job: Job, queue: Queue, runner: SetRunner) -> list[Job]:
         """``job`` and the jobs for the same runner waiting behind it, up to jobs_per_txn in
-        all (never waiting for more); and the first job of another kind met, if any."""
+        all, never waiting for more. A job of another kind met is put back at the head of
+        the queue, where the next dequeue takes it."""
         jobs = [job]
         while len(jobs) < self.jobs_per_txn:
             found = self.queue_class.dequeue_any(
@@ -307,11 +315,17 @@ class LeanWorker(SimpleWorker):
             if found is None:
                 break
             waiting = found[0]
-            waiting.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
             if self._set_runner(waiting) is not runner:
-                return jobs, waiting
+                # Held here it would sit unregistered while the set runs, and maintenance
+                # would take it for stuck and run it again.
+                with self.connection.pipeline() as pipeline:
+                    pipeline.lrem(queue.intermediate_queue_key, 1, waiting.id)
+                    pipeline.lpush(queue.key, waiting.id)
+                    pipeline.execute()
+                break
+            waiting.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
             jobs.append(waiting)
-        return jobs, None
+        return jobs
 
     def _execute_one(self, job: Job, queue: Queue) -> None:
         """SimpleWorker.execute_job, with its idle state and the loop's heartbeat in one trip
@@ -370,8 +384,9 @@ class LeanWorker(SimpleWorker):
                 job.prepare_for_execution(self.name, pipeline=pipeline)
                 # As Job.perform does first: the job's key must not expire while it runs.
                 pipeline.persist(job.key)
-                if len(self.queues) == 1:  # RQ moved it there only then (LMOVE)
-                    pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+                # Out of RQ's intermediate list, where its LMOVE put it (a no-op for a job
+                # RQ took with LPOP: a worker of several queues, or Redis before 6.2).
+                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
             pipeline.execute()
         self.procline(  # type: ignore[no-untyped-call]
             f"Processing {len(jobs)} jobs of {jobs[0].func_name} from {queue.name}"

@@ -160,10 +160,13 @@ def test_the_lean_worker_writes_a_success_as_rq_does_but_for_the_dependents() ->
         "hincrby",
         "hincrbyfloat",
         "set_current_job_id",
-        "set_state",
+        "hset",
         "heartbeat",
         "execute",
     ]
+    # The idle state written as RQ's set_state writes it (the worker's own _state after).
+    source = inspect.getsource(BaseWorker.set_state)
+    assert "self._state = state" in source and "hset(self.key, 'state', state)" in source
     # The counts RQ adds one job at a time, added once for the set under the same fields.
     source = inspect.getsource(BaseWorker.increment_successful_job_count)
     assert "hincrby(self.key, 'successful_job_count', 1)" in source
