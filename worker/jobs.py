@@ -19,7 +19,7 @@ from shared.operations import OperationJob
 from shared.schemas import PermitJob
 from worker.context import WorkerContext, get_context
 from worker.operations import DrainResult, apply_batch, drain_created, resolve_aliases
-from worker.persist import DEAD_LETTERED, DUPLICATE, STORED, StoreResult, store_permits
+from worker.persist import StoreResult, store_permits
 from worker.reconcile import reconcile
 from worker.stats import record_stored
 
@@ -69,9 +69,12 @@ def persist_permit_jobs(jobs: Sequence[Job]) -> list[dict[str, int] | Exception]
     return outcomes
 
 
+_PERSIST_PERMITS_CALL = inspect.signature(persist_permits)  # read once, not per job
+
+
 def _permits_of(job: Job) -> list[PermitJob]:
     """The permits a persist_permits job carries, as RQ would pass them to the function."""
-    arguments = inspect.signature(persist_permits).bind(*job.args, **job.kwargs).arguments
+    arguments = _PERSIST_PERMITS_CALL.bind(*job.args, **job.kwargs).arguments
     permits: list[PermitJob] = arguments["permits"]
     return permits
 
@@ -116,15 +119,8 @@ def store_batches(
     figures = []
     start = 0
     for _, batch in batches:
-        outcomes = result.outcomes[start : start + len(batch)]
+        figures.append(result.figures(start, start + len(batch)))
         start += len(batch)
-        figures.append(
-            {
-                "stored": outcomes.count(STORED),
-                "duplicates": outcomes.count(DUPLICATE),
-                "dead_lettered": outcomes.count(DEAD_LETTERED),
-            }
-        )
     return figures
 
 

@@ -323,7 +323,6 @@ class LeanWorker(SimpleWorker):
                     pipeline.lpush(queue.key, waiting.id)
                     pipeline.execute()
                 break
-            waiting.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
             jobs.append(waiting)
         return jobs
 
@@ -376,9 +375,9 @@ class LeanWorker(SimpleWorker):
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
             self.set_current_job_id(jobs[0].id, pipeline=pipeline)
             self.set_current_job_working_time(0, pipeline=pipeline)
-            self.heartbeat(max(self.get_heartbeat_ttl(job) for job in jobs), pipeline=pipeline)
-            for job in jobs:
-                ttl = self.get_heartbeat_ttl(job)
+            ttls = [self.get_heartbeat_ttl(job) for job in jobs]
+            self.heartbeat(max(ttls), pipeline=pipeline)
+            for job, ttl in zip(jobs, ttls, strict=True):
                 executions.append(Execution.create(job, ttl, pipeline, worker_name=self.name))
                 # RQ's job.heartbeat here is an HSET of last_heartbeat, which this writes too.
                 job.prepare_for_execution(self.name, pipeline=pipeline)

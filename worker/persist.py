@@ -54,6 +54,15 @@ class StoreResult:
     def dead_lettered(self) -> int:
         return self.outcomes.count(DEAD_LETTERED)
 
+    def figures(self, start: int = 0, end: int | None = None) -> dict[str, int]:
+        """Stored, duplicates and dead-lettered among permits ``start`` to ``end``."""
+        outcomes = self.outcomes[start:end]
+        return {
+            "stored": outcomes.count(STORED),
+            "duplicates": outcomes.count(DUPLICATE),
+            "dead_lettered": outcomes.count(DEAD_LETTERED),
+        }
+
 
 def store_permits(
     session: Session,

@@ -35,10 +35,16 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield count
 
 
+def fake_queue(name: str) -> Queue:
+    """A queue of its own on a fresh fakeredis server, with the service's serializer."""
+    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    return Queue(name, connection=connection, serializer=JOB_SERIALIZER)
+
+
 def run_jobs(worker_class: type[SimpleWorker], round_trips: list[int]) -> tuple[int, Queue]:
     """Round trips a burst worker of ``worker_class`` spends on JOBS successful jobs."""
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("lean")
+    connection = queue.connection
     for i in range(JOBS):
         queue.enqueue(len, [i] * 3)
     worker = worker_class([queue], connection=connection, serializer=JOB_SERIALIZER)
@@ -65,8 +71,8 @@ def test_a_lean_worker_is_seen_alive_and_idle_between_jobs(
 ) -> None:
     # Leaving would shorten the key to RQ's 60 s: look at it as the job left it.
     monkeypatch.setattr(LeanWorker, "register_death", lambda self: None)
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("lean")
+    connection = queue.connection
     queue.enqueue(len, [1])
     worker = LeanWorker([queue], connection=connection, serializer=JOB_SERIALIZER)
     worker.work(burst=True, max_jobs=1)
@@ -77,8 +83,8 @@ def test_a_lean_worker_is_seen_alive_and_idle_between_jobs(
 
 
 def test_a_lean_worker_fails_and_retries_jobs_as_rq_does() -> None:
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("lean")
+    connection = queue.connection
     failing = queue.enqueue("builtins.int", "not a number", retry=Retry(max=1))
     LeanWorker([queue], connection=connection, serializer=JOB_SERIALIZER).work(burst=True)
     failing.refresh()
@@ -90,8 +96,8 @@ def test_a_lean_worker_fails_and_retries_jobs_as_rq_does() -> None:
 def test_a_suspended_lean_worker_takes_no_job() -> None:
     from rq.suspension import suspend
 
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("lean")
+    connection = queue.connection
     queue.enqueue(len, [1])
     suspend(connection)
     worked = LeanWorker([queue], connection=connection, serializer=JOB_SERIALIZER).work(burst=True)
@@ -102,8 +108,8 @@ def test_a_suspended_lean_worker_takes_no_job() -> None:
 def test_only_a_job_with_a_callback_gets_rqs_heartbeat_as_it_ends() -> None:
     """RQ's heartbeat after the job covers its callback; without one it is skipped, so
     the job's last heartbeat stays the one from before it ran."""
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("lean")
+    connection = queue.connection
     plain = queue.enqueue(time.sleep, 0.2)
     called = queue.enqueue(time.sleep, 0.2, on_success=Callback(print))
     LeanWorker([queue], connection=connection, serializer=JOB_SERIALIZER).work(burst=True)
@@ -163,8 +169,8 @@ def test_a_worker_runs_the_jobs_waiting_as_sets_each_with_its_own_result(
 ) -> None:
     # Leaving would shorten the key to RQ's 60 s: look at it as the last set left it.
     monkeypatch.setattr(LeanWorker, "register_death", lambda self: None)
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("sets")
+    connection = queue.connection
     jobs = [queue.enqueue(len, [0] * n) for n in range(1, 11)]
     runner = SetRecorder()
     worker = set_worker(queue, runner)
@@ -183,8 +189,7 @@ def test_a_worker_runs_the_jobs_waiting_as_sets_each_with_its_own_result(
 
 def test_a_set_costs_fewer_round_trips_than_its_jobs_alone(round_trips: list[int]) -> None:
     def trips(jobs_per_txn: int) -> int:
-        connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-        queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+        queue = fake_queue("sets")
         for i in range(JOBS):
             queue.enqueue(len, [i] * 3)
         worker = set_worker(queue, SetRecorder(), jobs_per_txn)
@@ -200,8 +205,7 @@ def test_a_set_costs_fewer_round_trips_than_its_jobs_alone(round_trips: list[int
 
 
 def test_a_job_of_another_kind_met_while_taking_a_set_runs_after_it() -> None:
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("sets")
     first = [queue.enqueue(len, [0] * n) for n in (1, 2)]
     other = queue.enqueue(sum, [5, 6])
     plain_callback = queue.enqueue(len, [0] * 3, on_success=Callback(print))
@@ -215,8 +219,7 @@ def test_a_job_of_another_kind_met_while_taking_a_set_runs_after_it() -> None:
 
 @pytest.mark.parametrize("retry", [None, Retry(max=1)])
 def test_a_job_that_fails_in_a_set_fails_alone_with_its_own_retry(retry: Retry | None) -> None:
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("sets")
     jobs = [queue.enqueue(len, [0] * n, retry=retry) for n in (1, 2, 3)]
     runner = SetRecorder(fail=(2,))
     set_worker(queue, runner).work(burst=True)
@@ -248,8 +251,7 @@ def test_a_lone_job_with_a_set_runner_costs_fewer_round_trips(
     """A job with nothing of its kind waiting behind it runs as a set of one."""
 
     def trips(jobs_per_txn: int) -> tuple[int, list[list[int]]]:
-        connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-        queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+        queue = fake_queue("sets")
         runner = SetRecorder()
         spent = 0
         for i in range(JOBS):  # one job at a time: each alone in the queue
@@ -271,8 +273,7 @@ def test_a_lone_job_with_a_set_runner_costs_fewer_round_trips(
 def test_a_job_of_another_kind_met_while_taking_a_set_goes_back_to_the_head(
     redis_7: None,
 ) -> None:
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("sets")
     first = queue.enqueue(len, [0])
     other = queue.enqueue(sum, [5, 6])
     last = queue.enqueue(len, [0, 0])
@@ -285,8 +286,7 @@ def test_a_job_of_another_kind_met_while_taking_a_set_goes_back_to_the_head(
 
 
 def test_a_set_that_fails_as_a_whole_fails_each_job_with_its_own_retry() -> None:
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("sets", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("sets")
     jobs = [queue.enqueue(len, [0] * n, retry=Retry(max=1)) for n in (1, 2, 3)]
     runner = SetRecorder(raise_for_set=True)
     set_worker(queue, runner).work(burst=True)
@@ -300,8 +300,8 @@ def test_a_set_that_fails_as_a_whole_fails_each_job_with_its_own_retry() -> None
 
 
 def test_a_lean_job_writes_its_arguments_back_as_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("lean")
+    connection = queue.connection
     job = queue.enqueue(len, [7] * 500)
     enqueued = connection.hget(job.key, "data")
     assert isinstance(enqueued, bytes)
@@ -325,8 +325,8 @@ def test_a_lean_job_writes_its_arguments_back_as_read(monkeypatch: pytest.Monkey
 
 
 def test_a_lean_job_whose_arguments_changed_writes_the_new_ones() -> None:
-    connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    queue = Queue("lean", connection=connection, serializer=JOB_SERIALIZER)
+    queue = fake_queue("lean")
+    connection = queue.connection
     job = LeanJob.fetch(
         queue.enqueue(len, [1]).id, connection=connection, serializer=JOB_SERIALIZER
     )
