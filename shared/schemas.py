@@ -9,11 +9,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, ClassVar, Self, TypedDict
 from zoneinfo import ZoneInfo
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, validates_schema
 
 from shared.codes import (
     END_TIME_INVALID,
@@ -45,8 +44,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
 _TOKEN = re.compile(r"[A-Za-z0-9-]{1,50}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _AMOUNT = re.compile(r"\d{1,6}\.\d{2}")
-# What PostgreSQL text refuses: NUL, and lone surrogates (not encodable as UTF-8).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What PostgreSQL text refuses besides NUL: lone surrogates (not encodable as UTF-8).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # A time zone or offset applied to year 1 or 9999 can leave datetime's range (OverflowError
 # deep in an enqueue, failing a whole micro-batch): such times are refused up front.
 MIN_YEAR, MAX_YEAR = 2, 9998
@@ -139,10 +138,20 @@ class AttributeField(fields.Field):  # type: ignore[type-arg]
         message = str(self.error_messages[key]).format(**kwargs)
         return ValidationError(Problem(message, code))
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+    def deserialize(
+        self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any
+    ) -> Any:
+        """marshmallow's ``Field.deserialize`` in one call: an attribute has no default,
+        no field pre- or post-load functions and no validators, so their steps are left
+        out. A missing optional attribute stays missing; null or blank is absent (None)."""
+        if value is missing or value is None:
+            if self.required:
+                raise self.make_error("required" if value is missing else "null")
+            return value
         if not isinstance(value, str):
             raise self.make_error("not_string")
-        if _UNSTORABLE.search(value):
+        # `in` first: NUL is the common check and a substring test is cheaper than a regex.
+        if "\x00" in value or (not value.isascii() and _SURROGATE.search(value)):
             raise self.make_error("unstorable")
         text = value.strip()
         if not text:
@@ -193,9 +202,14 @@ class AmountField(AttributeField):
     invalid_message = 'Must be a decimal string from 0.01 to 999999.99 with two decimals: "14.50".'
 
     def parse(self, text: str) -> str:
-        if not _AMOUNT.fullmatch(text) or Decimal(text) < Decimal("0.01"):
+        """The amount's normal form, as ``str(Decimal(text))`` writes it: "0014.50" -> "14.50"."""
+        if not _AMOUNT.fullmatch(text):
             raise self.make_error("invalid")
-        return str(Decimal(text))  # "0014.50" -> "14.50"
+        whole, cents = text.split(".")
+        amount = f"{int(whole)}.{int(cents):02d}"  # \d also matches non-ASCII digits
+        if amount == "0.00":
+            raise self.make_error("invalid")
+        return amount
 
 
 class CurrencyField(AttributeField):
@@ -277,26 +291,6 @@ class PermitSchema(Schema):
                 Problem("Must be after the start time.", END_TIME_INVALID), "endTime"
             )
 
-    @post_load
-    def _make_permit(self, data: dict[str, Any], **kwargs: Any) -> PermitIn:
-        (start_raw, start), (end_raw, end) = data["startTime"], data["endTime"]
-        plate, plate_normalized = data["LicencePlate"]
-        zone, zone_normalized = data.get("zone") or (None, None)
-        return PermitIn(
-            api_token=data["apiToken"],
-            plate=plate,
-            plate_normalized=plate_normalized,
-            start_raw=start_raw,
-            start=start,
-            end_raw=end_raw,
-            end=end,
-            amount=data.get("Amount"),
-            currency=data.get("CurrencyID"),
-            permit_no=data.get("permitNo"),
-            zone=zone,
-            zone_normalized=zone_normalized,
-        )
-
 
 _SCHEMA = PermitSchema()
 
@@ -309,7 +303,24 @@ def load_permit(
     ``timezone``: the deployment's (DEFAULT_TIMEZONE), in which a local time must name one
     instant (``local_time_problem``). ``max_duration``: the longest permit (MAX_PERMIT_DAYS).
     """
-    permit: PermitIn = load_with_aliases(_SCHEMA, ALIASES, body)
+    data = load_with_aliases(_SCHEMA, ALIASES, body)
+    (start_raw, start), (end_raw, end) = data["startTime"], data["endTime"]
+    plate, plate_normalized = data["LicencePlate"]
+    zone, zone_normalized = data.get("zone") or (None, None)
+    permit = PermitIn(
+        api_token=data["apiToken"],
+        plate=plate,
+        plate_normalized=plate_normalized,
+        start_raw=start_raw,
+        start=start,
+        end_raw=end_raw,
+        end=end,
+        amount=data.get("Amount"),
+        currency=data.get("CurrencyID"),
+        permit_no=data.get("permitNo"),
+        zone=zone,
+        zone_normalized=zone_normalized,
+    )
     errors: dict[str, list[Problem]] = {}
     if timezone is not None:
         for name, moment, code in (
@@ -374,16 +385,17 @@ def _resolve_aliases(
     sent_as: dict[str, str] = {}
     errors: dict[str, list[Problem]] = {}
     for name, names in aliases.items():
-        present = [alias for alias in names if alias in body]
-        if not present:
-            continue
-        first = present[0]
-        canonical[name] = body[first]
-        sent_as[name] = first
-        if any(not _same(body[alias], body[first]) for alias in present[1:]):
-            errors[first] = [
-                Problem(f"Sent as {' and '.join(present)} with different values.", INVALID)
-            ]
+        for alias in names:  # no list of the names present: nearly every body sends one
+            if alias not in body:
+                continue
+            if name not in canonical:
+                canonical[name] = body[alias]
+                sent_as[name] = alias
+            elif not _same(body[alias], canonical[name]):
+                present = [other for other in names if other in body]
+                message = f"Sent as {' and '.join(present)} with different values."
+                errors[sent_as[name]] = [Problem(message, INVALID)]
+                break
     return canonical, sent_as, errors
 
 
