@@ -7,14 +7,16 @@ serializer, the owner of each reference id it carries, and the durable acknowled
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError, TimeoutError
 from rq import Queue, Retry
+from rq.job import Job
 
 from shared.config import Settings
 from shared.constants import (
@@ -53,6 +55,46 @@ class OrjsonSerializer:
 # What every job payload, result and meta on the permits queue is written with.
 JOB_SERIALIZER = OrjsonSerializer
 
+# zlib's level for a job's arguments: half the CPU of zlib's default (6) for 6-10% more
+# bytes on the receivers' batches (docs/performance.md, "The receiver's cost per push").
+JOB_DATA_ZLIB_LEVEL = 1
+
+
+class LeanJob(Job):
+    """An RQ job whose arguments are compressed once, at zlib level 1.
+
+    RQ compresses a job's arguments (a batch's permits) at zlib's default level every time
+    it saves the job's hash: when the job is enqueued, and again when it succeeds though
+    they have not changed (a tenth of a worker's CPU at 200 permits a job). This job
+    compresses them the first time at JOB_DATA_ZLIB_LEVEL and writes those bytes on every
+    later save; a job read from Redis writes back the bytes it was read with. RQ reads any
+    level. tests/unit/test_rq_pins.py pins what this relies on in RQ.
+    """
+
+    # The serialized arguments and their compressed bytes; None until first saved or read.
+    _stored_data: tuple[bytes, bytes] | None = None
+
+    def restore(self, raw_data: Any) -> Any:
+        result = super().restore(raw_data)
+        stored = raw_data.get(b"data") if isinstance(raw_data, dict) else None
+        if isinstance(stored, bytes) and stored is not self._data:  # it was compressed
+            self._stored_data = (cast(bytes, self._data), stored)
+        return result
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
+        data = self.data  # serializes the call once its parts are set or changed
+        stored = self._stored_data
+        if stored is None or stored[0] is not data:
+            stored = self._stored_data = (data, zlib.compress(data, JOB_DATA_ZLIB_LEVEL))
+        self._data = b""  # what RQ compresses for the 'data' field: nothing, here
+        try:
+            fields = super().to_dict(include_meta, include_result)
+        finally:
+            self._data = data
+        fields["data"] = stored[1]
+        return fields
+
+
 # The owner of each reference id of a job, one key each, as ONE command of the job's MULTI:
 # redis-py packed and parsed a SET per id, 12-18% of a 16-permit enqueue's CPU. EVAL, not
 # EVALSHA: a Redis that lost the script cache fails EVALSHA inside EXEC, after the job's
@@ -67,8 +109,10 @@ return #KEYS
 
 
 def permits_queue(redis: Redis, settings: Settings) -> Queue:
-    """The RQ queue that receivers fill and workers drain, with JSON job payloads."""
-    return Queue(settings.queue_name, connection=redis, serializer=JOB_SERIALIZER)
+    """The RQ queue that receivers fill and workers drain: JSON payloads, LeanJobs."""
+    return Queue(
+        settings.queue_name, connection=redis, serializer=JOB_SERIALIZER, job_class=LeanJob
+    )
 
 
 class AckedPipeline(Pipeline):

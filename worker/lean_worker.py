@@ -31,7 +31,7 @@ new on a busy worker, and `LeanWorker` skips or merges them:
   are taken into a set.
 
 - **The job's arguments written back on success**: RQ compresses them again to save the
-  job hash; `LeanJob` writes back the compressed bytes it read.
+  job hash; `LeanJob` (shared/queue.py) writes back the compressed bytes it read.
 
 What stays untouched: every registry move, the job's status and its heartbeats while it
 runs, the success transaction's contents, retries and failures.
@@ -48,7 +48,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from redis.client import Pipeline
@@ -73,38 +73,6 @@ log = structlog.get_logger(__name__)
 # Runs a set of jobs of one function as one: each job's result, in order, or the exception
 # that job fails with.
 SetRunner = Callable[[Sequence[Job]], Sequence[object]]
-
-
-class LeanJob(Job):
-    """An RQ job that writes its arguments back as they were read.
-
-    RQ saves the whole job hash when a job succeeds, compressing the job's arguments (a
-    batch's permits) with zlib again though they have not changed: a tenth of a worker's
-    CPU at 200 permits a job. This job keeps the compressed bytes it was read with and
-    writes those instead, byte for byte what was there.
-    """
-
-    # The arguments as read and their bytes as Redis held them; None if not read so.
-    _stored_data: tuple[bytes, bytes] | None = None
-
-    def restore(self, raw_data: Any) -> Any:
-        result = super().restore(raw_data)
-        stored = raw_data.get(b"data") if isinstance(raw_data, dict) else None
-        if isinstance(stored, bytes) and stored is not self._data:  # it was compressed
-            self._stored_data = (cast(bytes, self._data), stored)
-        return result
-
-    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
-        stored = self._stored_data
-        if stored is None or self._data is not stored[0]:  # not read so, or changed since
-            return super().to_dict(include_meta, include_result)
-        self._data = b""  # what RQ compresses for the 'data' field: nothing, here
-        try:
-            fields = super().to_dict(include_meta, include_result)
-        finally:
-            self._data = stored[0]
-        fields["data"] = stored[1]
-        return fields
 
 
 class LeanWorker(SimpleWorker):

@@ -22,11 +22,11 @@ from shared.clients import publish_tokens
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB
 from shared.data_loss import LOSS_CHECK_S, data_lost, wait_for_report
-from shared.queue import JOB_SERIALIZER, permits_queue
+from shared.queue import JOB_SERIALIZER, LeanJob, permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
 from worker.jobs import persist_permit_jobs
-from worker.lean_worker import LeanJob, LeanWorker
+from worker.lean_worker import LeanWorker
 from worker.operations import raise_operation_counter
 from worker.recovery import HeartbeatWorker
 from worker.stats import publish_database_counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
@@ -12,6 +13,7 @@ from uuid import uuid4
 import pytest
 from aiohttp.test_utils import TestClient
 from redis import Redis
+from rq.job import Job
 
 from harness.services import RedisServer, primary_with_replica
 from ingest.app import create_app
@@ -20,7 +22,7 @@ from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB, REFERENCE_KEY_PREFIX, REFERENCE_TTL_S
 from shared.durability import NO_WAIT, DurableAck
 from shared.errors import QueueUnavailableError
-from shared.queue import JobWriter
+from shared.queue import JOB_DATA_ZLIB_LEVEL, JOB_SERIALIZER, JobWriter
 from tests.factories import make_payload
 
 
@@ -65,6 +67,28 @@ def primary_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
     """A private primary with one replica (real redis-server processes, loopback)."""
     with primary_with_replica() as servers:
         yield servers
+
+
+def test_a_job_is_written_compressed_once_at_level_1_and_reads_back_whole(
+    redis_url: str, real_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compressed: list[int] = []  # zlib levels of the compressions the write made
+    compress = zlib.compress
+
+    def counting(data: bytes, /, level: int = -1) -> bytes:
+        compressed.append(level)
+        return compress(data, level)
+
+    monkeypatch.setattr(zlib, "compress", counting)
+    permits = [{"reference_id": str(uuid4()), "plate": f"PL8{i}"} for i in range(16)]
+    writer = _writer(redis_url, real_redis)
+    job_id = writer.write(PERSIST_PERMITS_JOB, {"permits": permits}, "persist_permits(16)", {})
+    data = real_redis.hget(f"rq:job:{job_id}", "data")
+    assert isinstance(data, bytes) and data[:2] == b"\x78\x01"  # zlib's header for level 1
+    assert compressed.count(JOB_DATA_ZLIB_LEVEL) == 1  # the arguments; the rest is empty
+    assert all(level == -1 for level in compressed if level != JOB_DATA_ZLIB_LEVEL)
+    job = Job.fetch(job_id, connection=real_redis, serializer=JOB_SERIALIZER)  # RQ's own
+    assert (job.func_name, job.kwargs) == (PERSIST_PERMITS_JOB, {"permits": permits})
 
 
 def _acked_writer(redis: Redis, replicas: int = 1, timeout_ms: int = 1000) -> JobWriter:

@@ -15,8 +15,8 @@ from rq import Callback, Queue, Retry, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from shared.queue import JOB_SERIALIZER
-from worker.lean_worker import LeanJob, LeanWorker
+from shared.queue import JOB_SERIALIZER, LeanJob
+from worker.lean_worker import LeanWorker
 
 JOBS = 20
 

@@ -97,8 +97,9 @@ def test_rq_ends_a_job_execution_with_its_end_time_and_a_heartbeat_only() -> Non
 
 
 def test_a_job_hash_holds_its_arguments_compressed_in_the_data_field() -> None:
-    """LeanJob writes back the compressed bytes it read in place of RQ's compressing the
-    arguments again (RQ's data property returns _data as is once it is set)."""
+    """LeanJob writes its own compressed bytes (level 1 once, or as read) in place of RQ's
+    compressing the arguments at each save (RQ's data property returns _data as is once
+    it is set)."""
     assert "'data': zlib.compress(self.data)" in inspect.getsource(Job.to_dict)
     assert "self.data = zlib.decompress(raw_data)" in inspect.getsource(Job.restore)
     assert "if self._data is UNEVALUATED:" in inspect.getsource(Job.data.fget)
