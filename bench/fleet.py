@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from bench import httpbench, loadclient, rqstate
 from bench.drain import Stores, wait_workers
-from bench.procs import BenchError, CpuMeter, ProcessGroup
+from bench.procs import CpuMeter, ProcessGroup
 from bench.results import LoadResult
 from shared.ports import free_port
 
@@ -64,20 +61,6 @@ class FleetResult:
     runs: dict[str, list[FleetRun]] = field(default_factory=dict)
     peak: dict[str, float] = field(default_factory=dict)
     at_80: FleetRun | None = None
-
-
-def batch_figures(port: int) -> tuple[float, float]:
-    """(permits, batches) the receiver has counted so far: its batch-size histogram."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    for family in text_string_to_metric_families(text):
-        if family.name == "permit_push_batch_size":
-            values = {sample.name: sample.value for sample in family.samples}
-            return (
-                values["permit_push_batch_size_sum"],
-                values["permit_push_batch_size_count"],
-            )
-    raise BenchError("the receiver's /metrics has no permit_push_batch_size")
 
 
 def find_peak(run_at: Callable[[float], FleetRun]) -> tuple[float, list[FleetRun]]:
@@ -171,10 +154,10 @@ class Fleet:
                     rqstate.wait_drained(redis, service.queue_name, group)
                     rqstate.reset_keep_tokens(redis)
                     cpu = CpuMeter([p.pid for p in worker_procs])
-                    permits0, batches0 = batch_figures(port)
+                    permits0, batches0 = httpbench.batch_figures(port)
                     run = self._load(port, pids, rate)
                     queued_jobs = rqstate.queue_length(redis, service.queue_name)
-                    permits, batches = batch_figures(port)
+                    permits, batches = httpbench.batch_figures(port)
                     mean_batch = (permits - permits0) / max(batches - batches0, 1)
                     return FleetRun(
                         rate,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from bench.procs import ProcessGroup, cpu_seconds, python_argv, wait_http
+from bench.procs import BenchError, ProcessGroup, cpu_seconds, python_argv, wait_http
 from bench.results import LoadResult
 from bench.servers.common import PUSH_PATH
 from bench.wrkload import WrkSettings, run_wrk
@@ -73,6 +75,7 @@ class Target:
     name: str
     port: int
     pids: list[int]
+    counts_batches: bool = False  # permit-push: its /metrics counts permits and batches
 
     @property
     def url(self) -> str:
@@ -85,9 +88,29 @@ def warm_up(target: Target, token: str, wrk: WrkSettings) -> None:
 
 
 def one_run(target: Target, token: str, wrk: WrkSettings, redis: Redis) -> LoadResult:
-    """One closed-loop wrk run, with the target's and Redis's CPU per request."""
+    """One closed-loop wrk run, with the target's and Redis's CPU per request (and the
+    permits a batch, where the target counts them)."""
     run = functools.partial(run_wrk, target.url, token, run_nonce(), wrk)
-    return with_cpu(run, target.pids, redis)
+    if not target.counts_batches:
+        return with_cpu(run, target.pids, redis)
+    permits0, batches0 = batch_figures(target.port)
+    result = with_cpu(run, target.pids, redis)
+    permits, batches = batch_figures(target.port)
+    return dataclasses.replace(result, mean_batch=(permits - permits0) / max(batches - batches0, 1))
+
+
+def batch_figures(port: int) -> tuple[float, float]:
+    """(permits, batches) the receiver has counted so far: its batch-size histogram."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "permit_push_batch_size":
+            values = {sample.name: sample.value for sample in family.samples}
+            return (
+                values["permit_push_batch_size_sum"],
+                values["permit_push_batch_size_count"],
+            )
+    raise BenchError("the receiver's /metrics has no permit_push_batch_size")
 
 
 def run_nonce() -> str:

@@ -13,6 +13,13 @@ from bench.results import ONE_BOX
 GOAL_SHARE_OF_BARE = 0.15
 GOAL_P99_TIMES_BARE = 10.0
 GOAL_P50_AT_START_MS = 3.0
+# Issue 32's goals for the closed loop: the floor's and permit-push's req/s as shares, and
+# permit-push's p99 and CPU a request.
+GOAL_FLOOR_OF_BARE = 0.55
+GOAL_OF_FLOOR = 0.8
+GOAL_OF_BARE = 0.40
+GOAL_PP_P99_TIMES_BARE = 3.0
+GOAL_CPU_US = 200.0
 
 if TYPE_CHECKING:
     from bench.run import Report
@@ -31,12 +38,13 @@ def _peak_section(report: Report) -> list[str]:
         f"-c{s['connections']}, {s['duration']:g} s runs, median of {s['repeats']} "
         "(runs alternate between targets)",
         f"  {'target':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
-        f"{'CPU us/req':>12}{'Redis us/req':>14}",
+        f"{'CPU us/req':>12}{'Redis us/req':>14}{'batch':>7}",
     ]
     for name, r in report.peak.items():
+        batch = f"{r.mean_batch:>7.1f}" if r.mean_batch else ""
         lines.append(
             f"  {name:<14}{r.rps:>10,.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>9}"
-            f"{r.server_cpu_us:>12,.0f}{r.redis_cpu_us:>14,.0f}"
+            f"{r.server_cpu_us:>12,.0f}{r.redis_cpu_us:>14,.0f}{batch}"
         )
     pp, bare, naive = (report.peak.get(k) for k in ("permit-push", "bare", "naive"))
     if pp and bare and naive:
@@ -51,6 +59,24 @@ def _peak_section(report: Report) -> list[str]:
             f"  floor/bare = {_ratio(floor.rps, bare.rps)}   {versus_floor}"
             "(floor: marshmallow and one RQ job a micro-batch, nothing else)"
         )
+    if floor and pp and bare and bare.rps and floor.rps and bare.p99_ms:
+        shares = [
+            ("floor/bare", floor.rps / bare.rps, GOAL_FLOOR_OF_BARE),
+            ("permit-push/floor", pp.rps / floor.rps, GOAL_OF_FLOOR),
+            ("permit-push/bare", pp.rps / bare.rps, GOAL_OF_BARE),
+        ]
+        met = [
+            f"{name} {share:.2f} ({_goal(share >= goal, f'>= {goal}')})"
+            for name, share, goal in shares
+        ]
+        p99_met = pp.p99_ms <= GOAL_PP_P99_TIMES_BARE * bare.p99_ms
+        cpu_met = pp.server_cpu_us <= GOAL_CPU_US
+        lines += [
+            "  issue 32: " + "; ".join(met),
+            f"  permit-push p99 {_ratio(pp.p99_ms, bare.p99_ms)}x bare's "
+            f"({_goal(p99_met, f'<= {GOAL_PP_P99_TIMES_BARE:g}x')}); "
+            f"CPU {pp.server_cpu_us:,.0f} us a request ({_goal(cpu_met, f'<= {GOAL_CPU_US:g}')})",
+        ]
     one_box = report.peak.get(ONE_BOX)
     if one_box and bare and bare.rps and bare.p99_ms:
         share_met = one_box.rps / bare.rps >= GOAL_SHARE_OF_BARE

@@ -19,6 +19,7 @@ class LoadResult:
     server_cpu_us: float = 0.0  # the target's processes' CPU per successful request
     redis_cpu_us: float = 0.0  # redis-server's CPU per successful request
     p999_ms: float = 0.0  # open loop only (bench.loadclient); wrk reports no p99.9 here
+    mean_batch: float = 0.0  # permits a batch (RQ job), from the receiver's own metrics
 
     @property
     def rps(self) -> float:

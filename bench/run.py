@@ -172,7 +172,8 @@ def http_phase(
             pids = stack.enter_context(
                 httpbench.running(group, functools.partial(start, port), port)
             )
-            targets.append(httpbench.Target(name, port, pids))
+            counts = name in ("permit-push", ONE_BOX)
+            targets.append(httpbench.Target(name, port, pids, counts_batches=counts))
         for target in targets:
             reset()
             httpbench.warm_up(target, token, wrk)
