@@ -57,12 +57,13 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
 def permit_batcher(
     flush: Callable[[list[PushItem]], list[str | Exception]], settings: Settings
 ) -> MicroBatcher[PushItem, str]:
-    """The micro-batcher of single pushes: BATCH_WINDOW_MS, BATCH_MAX_PERMITS and
-    ENQUEUE_CONCURRENCY (the bench's floor receiver uses it too)."""
+    """The micro-batcher of single pushes: BATCH_WINDOW_MS, BATCH_WINDOW_MAX_MS,
+    BATCH_MAX_PERMITS and ENQUEUE_CONCURRENCY (the bench's floor receiver uses it too)."""
     return MicroBatcher(
         "enqueue-permits",
         flush,
         window_s=settings.batch_window_ms / 1000,
+        busy_window_s=settings.batch_window_max_ms / 1000,
         max_size=settings.batch_max_permits,
         concurrency=settings.enqueue_concurrency,
     )

@@ -18,6 +18,9 @@ Outcome = TypeVar("Outcome")
 
 log = structlog.get_logger(__name__)
 
+# The busy window's first wait; it doubles with each busy batch (MicroBatcher).
+FIRST_BUSY_WINDOW_S = 0.000125
+
 
 class MicroBatcher(Generic[Item, Outcome]):
     """Cuts a batch ``window_s`` after its first item, or at ``max_size`` items.
@@ -26,6 +29,12 @@ class MicroBatcher(Generic[Item, Outcome]):
     gathering and the next batch is cut as soon as one returns (group commit): the busier
     the receiver, the larger its batches, so the fixed cost of a Redis round trip and of
     an RQ job is spread over more permits instead of queueing behind each other.
+
+    A batch that returns with items waiting behind it means the receiver is busy: the next
+    batch then waits a little for more (the busy window), a wait that doubles from
+    FIRST_BUSY_WINDOW_S with each such batch up to ``busy_window_s``. An item that finds
+    nothing in flight and nothing waiting (the load has gone) resets it, so a lone push
+    still goes after ``window_s`` alone.
 
     ``flush`` is synchronous (RQ is) and runs on a small thread pool whose threads are
     named ``name``. It returns one outcome per item: a value, or an exception for that
@@ -40,9 +49,12 @@ class MicroBatcher(Generic[Item, Outcome]):
         window_s: float,
         max_size: int,
         concurrency: int,
+        busy_window_s: float = 0.0,
     ) -> None:
         self._flush = flush
         self._window_s = window_s
+        self._busy_window_s = busy_window_s
+        self._busy_wait_s = 0.0  # the busy window now: 0 until a batch finds items waiting
         self._max_size = max_size
         self._concurrency = concurrency
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
@@ -55,6 +67,8 @@ class MicroBatcher(Generic[Item, Outcome]):
         """Queue ``item`` for the next batch and wait for its outcome."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
+        if not self._pending and not self._in_flight:
+            self._busy_wait_s = 0.0  # idle: the load has gone
         self._pending.append((item, future))
         if self._timer is None and not self._due:
             self._timer = loop.call_later(self._window_s, self._window_elapsed)
@@ -86,6 +100,16 @@ class MicroBatcher(Generic[Item, Outcome]):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        if self._busy_window_s and 0 < len(self._pending) < self._max_size:
+            # Items waited behind this batch: let more join the next one (a larger batch
+            # costs less a permit), a little longer with each busy batch.
+            wait = min(self._busy_window_s, max(2 * self._busy_wait_s, FIRST_BUSY_WINDOW_S))
+            self._busy_wait_s = wait
+            self._due = False
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(wait, self._window_elapsed)
+            return
         self._cut()  # what gathered meanwhile goes now, if its window is over
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Outcome]]]) -> None:

@@ -58,6 +58,11 @@ class Settings:
     # 0: it goes at once, and pushes arriving meanwhile gather behind it (group commit);
     # a wait bought no throughput and cost every lone push its length (docs/performance.md).
     batch_window_ms: float = 0.0
+    # While pushes wait behind a batch in flight (a busy receiver), the next batch waits up
+    # to this long for more to join: from 0.125 ms, doubling with each busy batch; a push
+    # that finds the receiver idle resets it. Larger batches cost less CPU a push
+    # (docs/performance.md); this bounds what the wait adds to a push's latency.
+    batch_window_max_ms: float = 1.0
     batch_max_permits: int = 200
     # Batches in flight to Redis per receiver process. One measured best on 2 cores: while it
     # is in flight the next batch gathers (group commit), so batches grow with load.
@@ -264,6 +269,7 @@ _AT_LEAST: dict[str, float] = {
     "max_body_bytes": 1,
     "max_batch_body_bytes": 1,
     "batch_window_ms": 0,
+    "batch_window_max_ms": 0,
     "batch_max_permits": 1,
     "enqueue_concurrency": 1,
     "durable_ack_replicas": 1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from ingest.microbatch import MicroBatcher
+from ingest.microbatch import FIRST_BUSY_WINDOW_S, MicroBatcher
 
 
 class RecordingFlush:
@@ -112,3 +112,101 @@ async def test_close_flushes_what_is_pending() -> None:
     await asyncio.wait_for(batcher.close(), 5)
     assert [f.result() for f in pending] == [0, 10, 20, 30]
     assert flush.sizes == [4]
+
+
+async def test_after_a_batch_that_found_items_waiting_the_next_lets_more_join() -> None:
+    flush = RecordingFlush()
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=0, busy_window_s=0.2, max_size=100, concurrency=1
+    )
+    flush.release.clear()  # the first batch hangs in Redis; one item waits behind it
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0.02)
+    flush.release.set()
+    assert await first == 0
+    # The first returned with an item waiting: the next batch waits FIRST_BUSY_WINDOW_S,
+    # and the item that arrives within it joins.
+    third = asyncio.ensure_future(batcher.submit(2))
+    assert await asyncio.wait_for(asyncio.gather(second, third), 5) == [10, 20]
+    assert flush.sizes == [1, 2]
+    assert batcher._busy_wait_s == FIRST_BUSY_WINDOW_S
+    await batcher.close()
+
+
+class OneAtATimeFlush(RecordingFlush):
+    """A flush that returns only when let go, one call per ``let_one_go``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Semaphore(0)
+
+    def __call__(self, items: list[int]) -> list[int | Exception]:
+        self.go.acquire(timeout=5)
+        return super().__call__(items)
+
+    def let_one_go(self) -> None:
+        self.go.release()
+
+
+async def test_the_busy_window_doubles_while_the_load_lasts_up_to_its_bound() -> None:
+    flush = OneAtATimeFlush()
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=0, busy_window_s=0.05, max_size=100, concurrency=1
+    )
+    replies = [asyncio.ensure_future(batcher.submit(0))]
+    waits = []
+    for item in range(1, 12):  # each batch returns with one item waiting behind it
+        while batcher._pending or not batcher._in_flight:  # until the last one is in flight
+            await asyncio.sleep(0.001)
+        replies.append(asyncio.ensure_future(batcher.submit(item)))
+        await asyncio.sleep(0.005)
+        flush.let_one_go()
+        await asyncio.wait_for(replies[-2], 5)
+        waits.append(batcher._busy_wait_s)
+    flush.let_one_go()
+    assert await asyncio.wait_for(asyncio.gather(*replies), 5) == [i * 10 for i in range(12)]
+    assert flush.sizes == [1] * 12
+    doubling = [FIRST_BUSY_WINDOW_S * 2**n for n in range(9)]
+    assert waits == [wait for wait in doubling if wait < 0.05] + [0.05] * 2
+    await batcher.close()
+
+
+async def test_a_push_to_an_idle_batcher_goes_at_once_after_a_busy_spell() -> None:
+    flush = RecordingFlush()
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=0, busy_window_s=5.0, max_size=100, concurrency=1
+    )
+    flush.release.clear()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.02)
+    behind = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0.02)
+    flush.release.set()
+    await first
+    await asyncio.wait_for(behind, 6)  # waited out a busy window of its own
+    assert batcher._busy_wait_s > 0
+    started = asyncio.get_running_loop().time()
+    assert await batcher.submit(2) == 20  # the load has gone: no busy window for it
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert batcher._busy_wait_s == 0
+    await batcher.close()
+
+
+async def test_a_full_batch_does_not_wait_out_the_busy_window() -> None:
+    flush = RecordingFlush()
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=0, busy_window_s=60.0, max_size=3, concurrency=1
+    )
+    flush.release.clear()
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.02)
+    behind = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0.02)
+    flush.release.set()
+    await first
+    more = asyncio.ensure_future(batcher.submit(3))  # the third item fills the batch
+    assert await asyncio.wait_for(asyncio.gather(*behind, more), 5) == [10, 20, 30]
+    assert flush.sizes == [1, 3]
+    await batcher.close()
