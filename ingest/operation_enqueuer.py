@@ -23,11 +23,11 @@ from datetime import datetime
 
 import structlog
 
-from ingest.permit_enqueuer import utc_instant
 from shared import opseq
 from shared.config import Settings
 from shared.constants import APPLY_OPERATIONS_JOB, REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
+from shared.local_time import utc_instant
 from shared.operations import OperationChanges, OperationIn, OperationJob
 from shared.queue import JobWriter
 from shared.tokens import ClientInfo

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -32,6 +32,7 @@ from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB, SEEN_BUCKETS, SEEN_KEY_PREFIX
 from shared.errors import IdempotencyConflictError, QueueFullError
 from shared.fingerprint import permit_fingerprint
+from shared.local_time import utc_instant
 from shared.queue import JobWriter
 from shared.schemas import PermitIn, PermitJob
 from shared.tokens import ClientInfo
@@ -372,8 +373,3 @@ def to_job_permit(item: PushItem, reference_id: str, timezone: ZoneInfo) -> Perm
         ends_at=utc_instant(p.end, timezone),
         received_at=item.received_at.isoformat(),
     )
-
-
-def utc_instant(local: datetime, timezone: ZoneInfo) -> str:
-    """A naive time of the deployment's zone as an ISO 8601 instant in UTC."""
-    return local.replace(tzinfo=timezone).astimezone(UTC).isoformat()

@@ -15,6 +15,7 @@ from ingest.state import OPERATION_BATCHER, READ_STORE, REDIS, SETTINGS
 from shared.codes import END_TIME_INVALID, INVALID
 from shared.constants import ENFORCEMENT_SCOPE, REFERENCE_KEY_PREFIX
 from shared.errors import RecordNotFoundError
+from shared.local_time import local_time_problem
 from shared.lookup import load_lookup
 from shared.operations import OperationKind, is_reference_id, load_operation
 from shared.schemas import (
@@ -23,7 +24,6 @@ from shared.schemas import (
     PERMIT_TIME_RANGE,
     InvalidPermitError,
     Problem,
-    local_time_problem,
     sent_name,
 )
 from shared.tokens import ClientInfo

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self, TypedDict
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,7 @@ from shared.codes import (
     TOO_LONG,
 )
 from shared.constants import CURRENCIES, PLATE_COLUMN, ZONE_COLUMN
+from shared.local_time import local_time_problem
 from shared.normalize import normalize_plate, normalize_zone
 
 # Every name a client may use for an attribute, canonical name first (the seed's
@@ -341,21 +342,6 @@ def load_permit(
 def sent_name(body: Mapping[str, Any], name: str) -> str:
     """The name under which ``body`` carries attribute ``name`` (the first alias present)."""
     return next((alias for alias in ALIASES[name] if alias in body), name)
-
-
-def local_time_problem(moment: datetime, timezone: ZoneInfo) -> str | None:
-    """Why the naive ``moment`` names no single instant in ``timezone``; None if it does.
-
-    A time in a DST gap (the clocks skip it) does not exist; one in a DST overlap (the
-    clocks pass it twice) is ambiguous. Both are refused rather than guessed: a permit an
-    hour off is a wrongful ticket or a free hour.
-    """
-    early, late = moment.replace(tzinfo=timezone, fold=0), moment.replace(tzinfo=timezone, fold=1)
-    if early.utcoffset() == late.utcoffset():
-        return None
-    if early.astimezone(UTC).astimezone(timezone).replace(tzinfo=None) != moment:
-        return f"Does not exist in {timezone.key}: the clocks skip it (daylight saving time)."
-    return f"Is ambiguous in {timezone.key}: the clocks pass it twice (daylight saving time)."
 
 
 def load_with_aliases(schema: Schema, aliases: Mapping[str, tuple[str, ...]], body: Any) -> Any:
