@@ -19,6 +19,7 @@ WAIT_FRAMES = (
     "_read_from_socket (redis",
     "wait (psycopg",
     "run_app (aiohttp",  # uvloop's poll: the event loop has nothing to do
+    "run_app (ingest/server",  # the same in permit-push's own run_app (ingest/server.py)
     "run_until_complete",
     "select (selectors.py",
     "can_read (redis",
