@@ -30,7 +30,7 @@ from shared.constants import (
 )
 from shared.errors import PermitPushError
 from shared.models import DeadLetter, utcnow
-from shared.queue import JOB_RETRY, JOB_SERIALIZER, JobWriter
+from shared.queue import JOB_RETRY, JOB_SERIALIZER, JobWriter, LeanJob
 
 
 class NotFailedError(PermitPushError):
@@ -53,13 +53,16 @@ class Failures:
 
     def jobs(self) -> list[Job]:
         ids = self.registry.get_job_ids()
-        return [job for job in Job.fetch_many(ids, self.queue.connection, JOB_SERIALIZER) if job]
+        jobs = LeanJob.fetch_many(ids, self.queue.connection, JOB_SERIALIZER)
+        return [job for job in jobs if job]
 
     def job(self, job_id: str) -> Job:
         if job_id not in self.registry:
             raise NotFailedError(f"no failed job {job_id!r} (see: permit-push failed list)")
         try:
-            return Job.fetch(job_id, connection=self.queue.connection, serializer=JOB_SERIALIZER)
+            return LeanJob.fetch(
+                job_id, connection=self.queue.connection, serializer=JOB_SERIALIZER
+            )
         except NoSuchJobError:
             raise NotFailedError(f"failed job {job_id!r} has expired") from None
 

@@ -33,8 +33,8 @@ class MicroBatcher(Generic[Item, Outcome]):
     A batch that returns with items waiting behind it means the receiver is busy: the next
     batch then waits a little for more (the busy window), a wait that doubles from
     FIRST_BUSY_WINDOW_S with each such batch up to ``busy_window_s``. An item that finds
-    nothing in flight and nothing waiting (the load has gone) resets it, so a lone push
-    still goes after ``window_s`` alone.
+    nothing in flight and nothing waiting (the load has gone) resets it: the next busy
+    spell starts from the first wait again. A lone push never waits for it.
 
     ``flush`` is synchronous (RQ is) and runs on a small thread pool whose threads are
     named ``name``. It returns one outcome per item: a value, or an exception for that
@@ -100,14 +100,14 @@ class MicroBatcher(Generic[Item, Outcome]):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self._busy_window_s and 0 < len(self._pending) < self._max_size:
-            # Items waited behind this batch: let more join the next one (a larger batch
-            # costs less a permit), a little longer with each busy batch.
+        if self._busy_window_s and self._due and 0 < len(self._pending) < self._max_size:
+            # Items waited behind this batch past their window: let more join the next one
+            # (a larger batch costs less a permit), a little longer with each busy batch.
+            # Only once their window is over (no timer runs then): a running window or
+            # busy wait is never cut short, nor started again by another batch's return.
             wait = min(self._busy_window_s, max(2 * self._busy_wait_s, FIRST_BUSY_WINDOW_S))
             self._busy_wait_s = wait
             self._due = False
-            if self._timer is not None:
-                self._timer.cancel()
             self._timer = asyncio.get_running_loop().call_later(wait, self._window_elapsed)
             return
         self._cut()  # what gathered meanwhile goes now, if its window is over

@@ -120,6 +120,9 @@ class AttributeField(fields.Field):  # type: ignore[type-arg]
             "normal_too_long": "Must be at most {max} characters once normalised.",
             "out_of_range": f"Must be a time from {PERMIT_TIME_RANGE}.",
         }
+        # deserialize() below leaves out marshmallow's steps for these: refuse them.
+        if {"validate", "load_default", "pre_load", "post_load"} & kwargs.keys():
+            raise TypeError(f"{type(self).__name__} takes no validators, default or hooks")
         super().__init__(
             allow_none=not kwargs.get("required", False), error_messages=messages, **kwargs
         )

@@ -335,3 +335,15 @@ def test_a_lean_job_whose_arguments_changed_writes_the_new_ones() -> None:
     job.save()
     again = LeanJob.fetch(job.id, connection=connection, serializer=JOB_SERIALIZER)
     assert list(again.args) == [[1, 2, 3]]
+
+
+def test_a_lean_job_built_here_and_changed_after_its_first_save_writes_the_new_arguments() -> None:
+    queue = fake_queue("lean")
+    job = LeanJob.create(len, args=([1],), connection=queue.connection, serializer=JOB_SERIALIZER)
+    job.save()
+    first = queue.connection.hget(job.key, "data")
+    job.args = ([1, 2, 3],)
+    job.save()
+    again = LeanJob.fetch(job.id, connection=queue.connection, serializer=JOB_SERIALIZER)
+    assert list(again.args) == [[1, 2, 3]]
+    assert queue.connection.hget(job.key, "data") != first

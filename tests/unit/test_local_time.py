@@ -43,9 +43,9 @@ def assert_as_zoneinfo(moment: datetime, timezone: ZoneInfo) -> None:
     expected = zoneinfo_problem(moment, timezone)
     if expected is None:
         assert problem is None, moment
-        assert utc_instant(moment, timezone) == (
-            moment.replace(tzinfo=timezone).astimezone(UTC).isoformat()
-        )
+        offset = moment.replace(tzinfo=timezone).utcoffset()
+        assert offset is not None
+        assert utc_instant(moment, timezone) == (moment - offset).isoformat() + "+00:00"
     else:
         assert problem is not None
         assert ("skip" in problem) == (expected == "gap"), moment
@@ -87,4 +87,4 @@ def test_the_memo_starts_afresh_past_its_bound(monkeypatch: pytest.MonkeyPatch) 
     zone = ZoneInfo("Europe/Paris")
     for hour in range(25):
         assert local_time_problem(datetime(2030, 1, 1) + timedelta(hours=hour), zone) is None
-    assert len(local_time._hours(zone)._offsets) <= 10
+    assert 0 < len(local_time._hours(zone)._offsets) <= 10

@@ -173,24 +173,51 @@ async def test_the_busy_window_doubles_while_the_load_lasts_up_to_its_bound() ->
     await batcher.close()
 
 
-async def test_a_push_to_an_idle_batcher_goes_at_once_after_a_busy_spell() -> None:
+async def test_after_an_idle_moment_a_busy_spell_starts_from_the_first_wait() -> None:
+    flush = OneAtATimeFlush()
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=0, busy_window_s=1.0, max_size=100, concurrency=1
+    )
+
+    async def busy_spell(items: range) -> list[float]:
+        """Each batch returns with one item waiting; the busy waits it saw."""
+        replies = [asyncio.ensure_future(batcher.submit(items[0]))]
+        waits = []
+        for item in items[1:]:
+            while batcher._pending or not batcher._in_flight:
+                await asyncio.sleep(0.001)
+            replies.append(asyncio.ensure_future(batcher.submit(item)))
+            await asyncio.sleep(0.005)
+            flush.let_one_go()
+            await asyncio.wait_for(replies[-2], 5)
+            waits.append(batcher._busy_wait_s)
+        flush.let_one_go()
+        assert await asyncio.wait_for(asyncio.gather(*replies), 5) == [i * 10 for i in items]
+        return waits
+
+    first = FIRST_BUSY_WINDOW_S
+    assert await busy_spell(range(4)) == [first, 2 * first, 4 * first]
+    assert not batcher._pending and not batcher._in_flight  # idle
+    assert await busy_spell(range(4, 7)) == [first, 2 * first]
+    await batcher.close()
+
+
+async def test_a_window_that_is_still_running_is_not_cut_short_by_the_busy_wait() -> None:
     flush = RecordingFlush()
     batcher: MicroBatcher[int, int] = MicroBatcher(
-        "test", flush, window_s=0, busy_window_s=5.0, max_size=100, concurrency=1
+        "test", flush, window_s=0.3, busy_window_s=0.001, max_size=100, concurrency=1
     )
     flush.release.clear()
     first = asyncio.ensure_future(batcher.submit(0))
-    await asyncio.sleep(0.02)
-    behind = asyncio.ensure_future(batcher.submit(1))
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0.35)  # its window is over: it is in flight, held
+    behind = asyncio.ensure_future(batcher.submit(1))  # its own 0.3 s window starts
+    await asyncio.sleep(0.01)
     flush.release.set()
-    await first
-    await asyncio.wait_for(behind, 6)  # waited out a busy window of its own
-    assert batcher._busy_wait_s > 0
-    started = asyncio.get_running_loop().time()
-    assert await batcher.submit(2) == 20  # the load has gone: no busy window for it
-    assert asyncio.get_running_loop().time() - started < 1.0
-    assert batcher._busy_wait_s == 0
+    assert await first == 0
+    await asyncio.sleep(0.05)  # far past the 1 ms busy wait, inside the item's window
+    later = asyncio.ensure_future(batcher.submit(2))
+    assert await asyncio.wait_for(asyncio.gather(behind, later), 5) == [10, 20]
+    assert flush.sizes == [1, 2]  # the window ran its course and took the later item
     await batcher.close()
 
 

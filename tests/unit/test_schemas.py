@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from shared.codes import INVALID
+from shared.operations import UPDATE_ALIASES
 from shared.schemas import ALIASES, AmountField, _resolve_aliases, load_permit
 from tests.factories import make_payload
 
@@ -29,16 +30,21 @@ def test_an_amount_is_refused_below_a_cent_or_written_as_decimal_writes_it(text:
     assert written == (str(Decimal(text)) if Decimal(text) >= Decimal("0.01") else None)
 
 
-ALL_NAMES = sorted({alias for names in ALIASES.values() for alias in names})
+# The push's names (two at most an attribute) and an update's (three for its reference id).
+ALIAS_TABLES = [ALIASES, UPDATE_ALIASES]
+ALL_NAMES = sorted({alias for table in ALIAS_TABLES for names in table.values() for alias in names})
 
 
-@given(st.dictionaries(st.sampled_from(ALL_NAMES), st.sampled_from(["a", "b", 1, None, ["a"]])))
+@given(
+    st.sampled_from(ALIAS_TABLES),
+    st.dictionaries(st.sampled_from(ALL_NAMES), st.sampled_from(["a", "b", 1, None, ["a"]])),
+)
 def test_each_attribute_takes_its_first_name_sent_and_differing_names_are_an_error(
-    body: dict[str, Any],
+    aliases: dict[str, tuple[str, ...]], body: dict[str, Any]
 ) -> None:
-    canonical, sent_as, errors = _resolve_aliases(body, ALIASES)
+    canonical, sent_as, errors = _resolve_aliases(body, aliases)
     expected_errors = {}
-    for name, names in ALIASES.items():
+    for name, names in aliases.items():
         present = [alias for alias in names if alias in body]
         if not present:
             assert name not in canonical and name not in sent_as
