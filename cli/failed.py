@@ -30,7 +30,7 @@ from shared.constants import (
 )
 from shared.errors import PermitPushError
 from shared.models import DeadLetter, utcnow
-from shared.queue import JOB_RETRY, JOB_SERIALIZER, JobWriter, LeanJob
+from shared.queue import JOB_RETRY, JOB_SERIALIZER, JobWriter
 
 
 class NotFailedError(PermitPushError):
@@ -53,14 +53,14 @@ class Failures:
 
     def jobs(self) -> list[Job]:
         ids = self.registry.get_job_ids()
-        jobs = LeanJob.fetch_many(ids, self.queue.connection, JOB_SERIALIZER)
+        jobs = self.queue.job_class.fetch_many(ids, self.queue.connection, JOB_SERIALIZER)
         return [job for job in jobs if job]
 
     def job(self, job_id: str) -> Job:
         if job_id not in self.registry:
             raise NotFailedError(f"no failed job {job_id!r} (see: permit-push failed list)")
         try:
-            return LeanJob.fetch(
+            return self.queue.job_class.fetch(
                 job_id, connection=self.queue.connection, serializer=JOB_SERIALIZER
             )
         except NoSuchJobError:

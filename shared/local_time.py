@@ -20,16 +20,16 @@ _LAST_SECOND = timedelta(minutes=59, seconds=59, microseconds=999_999)
 
 
 class _ZoneHours:
-    """One zone's regular hours and their UTC offsets (None: the hour is not regular)."""
+    """Which local hours of one zone are regular, as found so far."""
 
     def __init__(self, timezone: ZoneInfo) -> None:
         self.timezone = timezone
-        self._offsets: dict[int, timedelta | None] = {}
+        self._regular: dict[int, bool] = {}
 
-    def regular_offset(self, moment: datetime) -> timedelta | None:
+    def is_regular(self, moment: datetime) -> bool:
         hour = moment.toordinal() * 24 + moment.hour
         try:
-            return self._offsets[hour]
+            return self._regular[hour]
         except KeyError:
             pass
         first = moment.replace(minute=0, second=0, microsecond=0)
@@ -40,11 +40,10 @@ class _ZoneHours:
             for at in (first, first + _LAST_SECOND)
             for fold in (0, 1)
         }
-        offset = offsets.pop() if len(offsets) == 1 else None
-        if len(self._offsets) >= MAX_HOURS:
-            self._offsets.clear()
-        self._offsets[hour] = offset
-        return offset
+        if len(self._regular) >= MAX_HOURS:
+            self._regular.clear()
+        regular = self._regular[hour] = len(offsets) == 1
+        return regular
 
 
 @functools.cache
@@ -59,7 +58,7 @@ def local_time_problem(moment: datetime, timezone: ZoneInfo) -> str | None:
     clocks pass it twice) is ambiguous. Both are refused rather than guessed: a permit an
     hour off is a wrongful ticket or a free hour.
     """
-    if _hours(timezone).regular_offset(moment) is not None:
+    if _hours(timezone).is_regular(moment):
         return None
     early, late = moment.replace(tzinfo=timezone, fold=0), moment.replace(tzinfo=timezone, fold=1)
     if early.utcoffset() == late.utcoffset():

@@ -110,10 +110,8 @@ def store_batches(
             "permits_stored",
             jobs=len(batches),
             size=len(permits),
-            stored=result.stored,
-            duplicates=result.duplicates,
+            **result.figures(),
             aliased=result.aliased,
-            dead_lettered=result.dead_lettered,
             operations_applied=drained.applied,
         )
     figures = []

@@ -35,6 +35,8 @@ ROW_ERRORS = (IntegrityError, DataError, InvalidOperation, ValueError, KeyError)
 STORED = "stored"
 DUPLICATE = "duplicate"  # already stored (a resend, or a re-run of the job)
 DEAD_LETTERED = "dead_lettered"
+# A batch's figures (its job's result) by name, and the outcome each counts.
+_FIGURES = {"stored": STORED, "duplicates": DUPLICATE, "dead_lettered": DEAD_LETTERED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +59,7 @@ class StoreResult:
     def figures(self, start: int = 0, end: int | None = None) -> dict[str, int]:
         """Stored, duplicates and dead-lettered among permits ``start`` to ``end``."""
         outcomes = self.outcomes[start:end]
-        return {
-            "stored": outcomes.count(STORED),
-            "duplicates": outcomes.count(DUPLICATE),
-            "dead_lettered": outcomes.count(DEAD_LETTERED),
-        }
+        return {name: outcomes.count(outcome) for name, outcome in _FIGURES.items()}
 
 
 def store_permits(

@@ -22,7 +22,7 @@ from shared.clients import publish_tokens
 from shared.config import Settings
 from shared.constants import PERSIST_PERMITS_JOB
 from shared.data_loss import LOSS_CHECK_S, data_lost, wait_for_report
-from shared.queue import JOB_SERIALIZER, LeanJob, permits_queue
+from shared.queue import JOB_SERIALIZER, permits_queue
 from shared.redis import make_worker_redis
 from worker.context import WorkerContext, init_context
 from worker.jobs import persist_permit_jobs
@@ -71,7 +71,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
                 # checks whether maintenance (which re-runs abandoned jobs) is due.
                 worker_ttl=settings.maintenance_interval_s + 15,
                 maintenance_interval=settings.maintenance_interval_s,
-                job_class=LeanJob,
+                job_class=queue.job_class,  # permits_queue's: LeanJob
                 jobs_per_txn=settings.worker_jobs_per_txn,
                 set_runners={PERSIST_PERMITS_JOB: persist_permit_jobs},
             )

@@ -87,4 +87,4 @@ def test_the_memo_starts_afresh_past_its_bound(monkeypatch: pytest.MonkeyPatch) 
     zone = ZoneInfo("Europe/Paris")
     for hour in range(25):
         assert local_time_problem(datetime(2030, 1, 1) + timedelta(hours=hour), zone) is None
-    assert 0 < len(local_time._hours(zone)._offsets) <= 10
+    assert 0 < len(local_time._hours(zone)._regular) <= 10

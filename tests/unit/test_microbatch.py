@@ -150,14 +150,13 @@ class OneAtATimeFlush(RecordingFlush):
         self.go.release()
 
 
-async def test_the_busy_window_doubles_while_the_load_lasts_up_to_its_bound() -> None:
-    flush = OneAtATimeFlush()
-    batcher: MicroBatcher[int, int] = MicroBatcher(
-        "test", flush, window_s=0, busy_window_s=0.05, max_size=100, concurrency=1
-    )
-    replies = [asyncio.ensure_future(batcher.submit(0))]
+async def busy_spell(
+    batcher: MicroBatcher[int, int], flush: OneAtATimeFlush, items: range
+) -> list[float]:
+    """Each batch returns with one item waiting behind it; the busy waits that follow."""
+    replies = [asyncio.ensure_future(batcher.submit(items[0]))]
     waits = []
-    for item in range(1, 12):  # each batch returns with one item waiting behind it
+    for item in items[1:]:
         while batcher._pending or not batcher._in_flight:  # until the last one is in flight
             await asyncio.sleep(0.001)
         replies.append(asyncio.ensure_future(batcher.submit(item)))
@@ -166,7 +165,16 @@ async def test_the_busy_window_doubles_while_the_load_lasts_up_to_its_bound() ->
         await asyncio.wait_for(replies[-2], 5)
         waits.append(batcher._busy_wait_s)
     flush.let_one_go()
-    assert await asyncio.wait_for(asyncio.gather(*replies), 5) == [i * 10 for i in range(12)]
+    assert await asyncio.wait_for(asyncio.gather(*replies), 5) == [i * 10 for i in items]
+    return waits
+
+
+async def test_the_busy_window_doubles_while_the_load_lasts_up_to_its_bound() -> None:
+    flush = OneAtATimeFlush()
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "test", flush, window_s=0, busy_window_s=0.05, max_size=100, concurrency=1
+    )
+    waits = await busy_spell(batcher, flush, range(12))
     assert flush.sizes == [1] * 12
     doubling = [FIRST_BUSY_WINDOW_S * 2**n for n in range(9)]
     assert waits == [wait for wait in doubling if wait < 0.05] + [0.05] * 2
@@ -179,26 +187,10 @@ async def test_after_an_idle_moment_a_busy_spell_starts_from_the_first_wait() ->
         "test", flush, window_s=0, busy_window_s=1.0, max_size=100, concurrency=1
     )
 
-    async def busy_spell(items: range) -> list[float]:
-        """Each batch returns with one item waiting; the busy waits it saw."""
-        replies = [asyncio.ensure_future(batcher.submit(items[0]))]
-        waits = []
-        for item in items[1:]:
-            while batcher._pending or not batcher._in_flight:
-                await asyncio.sleep(0.001)
-            replies.append(asyncio.ensure_future(batcher.submit(item)))
-            await asyncio.sleep(0.005)
-            flush.let_one_go()
-            await asyncio.wait_for(replies[-2], 5)
-            waits.append(batcher._busy_wait_s)
-        flush.let_one_go()
-        assert await asyncio.wait_for(asyncio.gather(*replies), 5) == [i * 10 for i in items]
-        return waits
-
     first = FIRST_BUSY_WINDOW_S
-    assert await busy_spell(range(4)) == [first, 2 * first, 4 * first]
+    assert await busy_spell(batcher, flush, range(4)) == [first, 2 * first, 4 * first]
     assert not batcher._pending and not batcher._in_flight  # idle
-    assert await busy_spell(range(4, 7)) == [first, 2 * first]
+    assert await busy_spell(batcher, flush, range(4, 7)) == [first, 2 * first]
     await batcher.close()
 
 
